@@ -1,0 +1,57 @@
+use std::net::SocketAddr;
+
+use oms_saga::{
+    config::{BusConfig, DatabaseConfig, LogConfig},
+    event::ORDERS_TOPIC,
+    outbox::RelayConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheConfig;
+
+/// The order service's settings: the `[api]` section, or `OMS_API__*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub bus: BusConfig,
+    pub relay: RelayConfig,
+    pub topics: TopicsConfig,
+    pub log: LogConfig,
+    /// Larger bodies get 413 before they are parsed.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            database: DatabaseConfig::named("oms_orders"),
+            cache: CacheConfig::default(),
+            bus: BusConfig::default(),
+            relay: RelayConfig::default(),
+            topics: TopicsConfig::default(),
+            log: LogConfig::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The topics the service writes, with the partition count it creates them with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub orders: String,
+    pub partitions: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            orders: ORDERS_TOPIC.into(),
+            partitions: 6,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use oms_saga::problem::Problem;
+use uuid::Uuid;
+
+use crate::domain::{FieldError, IllegalTransition};
+
+/// Everything the order service can refuse or fail with. [`IntoResponse`] is the one place that
+/// turns it into problem+json; database text never reaches a client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {0:?}")]
+    Validation(Vec<FieldError>),
+
+    #[error("order {0} not found")]
+    NotFound(Uuid),
+
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+
+    #[error("order {order_id}: cannot move from {} to {}", .transition.from, .transition.to)]
+    IllegalTransition {
+        order_id: Uuid,
+        transition: IllegalTransition,
+    },
+
+    #[error("idempotency key {key:?} was used with a different request")]
+    IdempotencyKeyReused { key: String },
+
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error(transparent)]
+    Saga(#[from] oms_saga::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Error::Validation(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "The request is invalid",
+            )
+            .detail(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+            .with("errors", errors),
+            Error::NotFound(id) => Problem::not_found(format!("No order {id}")),
+            Error::Forbidden(why) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(*why)
+            }
+            Error::IllegalTransition {
+                order_id,
+                transition,
+            } => Problem::new(
+                StatusCode::CONFLICT,
+                "illegal-transition",
+                "The order cannot make that move",
+            )
+            .detail(format!(
+                "Order {order_id} is {} and cannot become {}",
+                transition.from, transition.to
+            ))
+            .with("currentStatus", transition.from)
+            .with("requestedStatus", transition.to),
+            Error::IdempotencyKeyReused { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "The Idempotency-Key was already used with a different request",
+            ),
+            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                tracing::error!(error = %self, "database unavailable");
+                Problem::unavailable("The order database is unavailable; retry later.")
+            }
+            Error::Database(_) | Error::Saga(_) => {
+                tracing::error!(error = %self, "request failed");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

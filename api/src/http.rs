@@ -1,0 +1,347 @@
+//! The order API's routes. Handlers parse, call the store, and map results; the rules live in
+//! [`crate::domain`] and the persistence in [`crate::store`].
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, FromRequestParts, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use oms_saga::{
+    bus::EventBus,
+    problem::{Json, Path, Problem, Query},
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use uuid::Uuid;
+
+use crate::{
+    cache::OrderCache,
+    domain::{self, NewOrder, OrderStatus, PlaceOrder},
+    error::{Error, Result},
+    store::{IdempotencyKey, ListQuery, Order, Store},
+};
+
+pub const MAX_PAGE: i64 = 200;
+pub const DEFAULT_PAGE: i64 = 50;
+
+/// Who is calling, as the gateway vouches in `x-oms-*` headers after checking the token. The API
+/// listens on a private address; a request without these headers comes from inside (a tool or
+/// another service) and is not scoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Internal,
+    Admin,
+    Customer(Uuid),
+}
+
+pub const ROLE_HEADER: &str = "x-oms-role";
+pub const CUSTOMER_HEADER: &str = "x-oms-customer-id";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        match header(ROLE_HEADER) {
+            None => Ok(Caller::Internal),
+            Some("admin") => Ok(Caller::Admin),
+            Some("user") => header(CUSTOMER_HEADER)
+                .and_then(|c| Uuid::parse_str(c).ok())
+                .map(Caller::Customer)
+                .ok_or_else(|| forbidden("The caller has no customer id")),
+            Some(_) => Err(forbidden("Unknown role")),
+        }
+    }
+}
+
+impl Caller {
+    fn may_see(self, customer_id: Uuid) -> bool {
+        match self {
+            Caller::Internal | Caller::Admin => true,
+            Caller::Customer(own) => own == customer_id,
+        }
+    }
+
+    fn require_admin(self) -> Result<()> {
+        match self {
+            Caller::Internal | Caller::Admin => Ok(()),
+            Caller::Customer(_) => Err(Error::Forbidden("This action is for admins")),
+        }
+    }
+}
+
+fn forbidden(detail: &str) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(detail)
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub cache: OrderCache,
+    /// Checked by readiness; `None` where the service runs without a bus (handler tests).
+    pub bus: Option<Arc<dyn EventBus>>,
+}
+
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    // Install the recorder before the first request counts anything.
+    oms_saga::telemetry::metrics();
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .route("/api/orders", post(place_order).get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/status", put(change_status))
+        .route("/api/orders/{id}/cancel", post(cancel_order))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(oms_saga::server::metrics))
+        .fallback(oms_saga::problem::no_route)
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn idempotency_key(
+    headers: &HeaderMap,
+    order: &NewOrder,
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let canonical = serde_json::to_vec(order).map_err(|_| Problem::internal())?;
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: Sha256::digest(canonical).to_vec(),
+    }))
+}
+
+async fn place_order(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrder>,
+) -> Result<Response, Response> {
+    let order = NewOrder::parse(request).map_err(|e| Error::Validation(e).into_response())?;
+    if !caller.may_see(order.customer_id) {
+        return Err(
+            Error::Forbidden("Orders can only be placed for your own customer id").into_response(),
+        );
+    }
+    let key = idempotency_key(&headers, &order).map_err(IntoResponse::into_response)?;
+    let (order, replayed) = state
+        .store
+        .place(&order, key.as_ref())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn get_order(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Order>> {
+    let order = match state.cache.get(id).await {
+        Some(order) => order,
+        None => {
+            let order = state.store.get(id).await?.ok_or(Error::NotFound(id))?;
+            state.cache.put(&order).await;
+            order
+        }
+    };
+    // Another customer's order is reported as missing, so ids cannot be probed.
+    if caller.may_see(order.customer_id) {
+        Ok(Json(order))
+    } else {
+        Err(Error::NotFound(id))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListParams {
+    customer_id: Option<Uuid>,
+    status: Option<String>,
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderPage {
+    items: Vec<Order>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<Uuid>,
+}
+
+async fn list_orders(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<OrderPage>, Response> {
+    let customer_id = match (caller, params.customer_id) {
+        (Caller::Customer(own), Some(asked)) if asked != own => {
+            return Err(Error::Forbidden("You can only list your own orders").into_response());
+        }
+        (Caller::Customer(own), _) => Some(own),
+        (_, asked) => asked,
+    };
+    let status = params
+        .status
+        .map(|s| s.parse::<OrderStatus>())
+        .transpose()
+        .map_err(|e| Problem::bad_request(e).into_response())?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            Problem::bad_request(format!("limit must be from 1 to {MAX_PAGE}")).into_response(),
+        );
+    }
+    let query = ListQuery {
+        customer_id,
+        status,
+        after: params.after,
+        limit,
+    };
+    let items = state
+        .store
+        .list(&query)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|o| o.id))
+        .flatten();
+    Ok(Json(OrderPage { items, next_after }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    status: String,
+    reason: Option<String>,
+}
+
+async fn change_status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(change): Json<StatusChange>,
+) -> Result<Json<Order>> {
+    caller.require_admin()?;
+    let to: OrderStatus = change.status.parse().map_err(|message| {
+        Error::Validation(vec![domain::FieldError {
+            field: "status".into(),
+            message,
+        }])
+    })?;
+    let reason = domain::parse_reason(change.reason).map_err(|e| Error::Validation(vec![e]))?;
+    let order = state.store.change_status(id, to, reason).await?;
+    state.cache.evict(id).await;
+    Ok(Json(order))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    reason: Option<String>,
+}
+
+async fn cancel_order(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(cancel): Json<Cancel>,
+) -> Result<Json<Order>> {
+    caller.require_admin()?;
+    let reason = domain::parse_reason(cancel.reason)
+        .map_err(|e| Error::Validation(vec![e]))?
+        .ok_or_else(|| {
+            Error::Validation(vec![domain::FieldError {
+                field: "reason".into(),
+                message: "a cancellation needs a reason".into(),
+            }])
+        })?;
+    let order = state
+        .store
+        .change_status(id, OrderStatus::Cancelled, Some(reason))
+        .await?;
+    state.cache.evict(id).await;
+    Ok(Json(order))
+}
+
+/// Ready when the database and the broker answer; the body says which one does not.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(state.store.pool()),
+    )
+    .await;
+    let database = match database {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let broker = match &state.bus {
+        None => Ok(()),
+        Some(bus) => match tokio::time::timeout(Duration::from_secs(3), bus.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        },
+    };
+    let describe = |r: &Result<(), String>| match r {
+        Ok(()) => "up".to_owned(),
+        Err(e) => format!("down: {e}"),
+    };
+    let checks =
+        serde_json::json!({ "database": describe(&database), "broker": describe(&broker) });
+    if database.is_ok() && broker.is_ok() {
+        axum::Json(serde_json::json!({ "status": "ready", "checks": checks })).into_response()
+    } else {
+        let failing: Vec<&str> = [("database", &database), ("broker", &broker)]
+            .into_iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(name, _)| name)
+            .collect();
+        Problem::unavailable(format!("not ready: {} down", failing.join(", ")))
+            .with("checks", checks)
+            .into_response()
+    }
+}

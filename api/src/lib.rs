@@ -1,0 +1,68 @@
+//! The order service: places orders, serves them (through a Redis read cache), and moves them
+//! through their status state machine on admin request. Every change writes its event to the
+//! transactional outbox, and the outbox relay running in this process publishes it to the
+//! `orders` topic.
+//!
+//! - [`domain`]: validation and the state machine, with no I/O.
+//! - [`store`]: the `orders` database.
+//! - [`cache`]: the Redis read cache, which degrades to the database.
+//! - [`http`]: the routes.
+
+pub mod cache;
+pub mod config;
+pub mod domain;
+mod error;
+pub mod http;
+pub mod store;
+
+use std::{future::Future, sync::Arc};
+
+use oms_saga::{
+    bus::{self, TopicSpec},
+    event::JsonCodec,
+    outbox::Relay,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ApiConfig;
+pub use error::{Error, Result};
+
+/// The migrations of the `orders` database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders");
+
+/// Serves the API on `listener` and runs the outbox relay until `shutdown` resolves; then stops
+/// accepting, drains in-flight requests, and stops the relay.
+pub async fn run(
+    config: ApiConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let pool = config.database.connect_lazy()?;
+    let bus = bus::connect(&config.bus)?;
+    let cache = cache::OrderCache::new(&config.cache)
+        .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
+    let store = store::Store::new(pool.clone(), config.topics.orders.clone());
+
+    let stop_relay = CancellationToken::new();
+    let relay =
+        Relay::new(pool, bus.clone(), Arc::new(JsonCodec), config.relay.clone()).ensuring(vec![
+            TopicSpec::new(&config.topics.orders, config.topics.partitions),
+        ]);
+    let relay = tokio::spawn(relay.run(stop_relay.clone().cancelled_owned()));
+
+    let state = Arc::new(http::AppState {
+        store,
+        cache,
+        bus: Some(bus),
+    });
+    let router = http::app(state, config.max_body_bytes);
+    tracing::info!(addr = %listener.local_addr().map_err(oms_saga::Error::Serve)?, "order API listening");
+    let served = oms_saga::server::serve(listener, router, shutdown).await;
+    stop_relay.cancel();
+    let _ = relay.await;
+    Ok(served?)
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;

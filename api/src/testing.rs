@@ -1,0 +1,64 @@
+//! Starts a real order service for a test: its own migrated database and its own topic on the
+//! shared broker (or a broker the test brings), on a port of its own.
+
+use std::net::SocketAddr;
+
+use oms_saga::{config::BusConfig, testing};
+use tokio_util::sync::CancellationToken;
+
+use crate::ApiConfig;
+
+#[derive(Debug)]
+pub struct TestApi {
+    pub addr: SocketAddr,
+    pub config: ApiConfig,
+    pub db: testing::TestDatabase,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<crate::Result<()>>,
+}
+
+impl TestApi {
+    /// An API on the shared broker, with Redis at its usual address.
+    pub async fn spawn() -> Self {
+        let (bus, _) = testing::kafka_bus().await;
+        Self::spawn_with(bus, |_| {}).await
+    }
+
+    /// An API on the given bus, after `customise` has adjusted its config.
+    pub async fn spawn_with(bus: BusConfig, customise: impl FnOnce(&mut ApiConfig)) -> Self {
+        let db = testing::database(&crate::MIGRATOR).await;
+        let mut config = ApiConfig::default();
+        config.database.url = oms_saga::config::Secret::new(db.url.clone());
+        config.bus = bus;
+        config.topics.orders = testing::unique("orders");
+        config.topics.partitions = 3;
+        customise(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::run(
+            config.clone(),
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            addr,
+            config,
+            db,
+            stop,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops it the way SIGTERM does: drain, then stop the relay.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.expect("api task").expect("api exit");
+    }
+}

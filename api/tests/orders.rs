@@ -1,0 +1,633 @@
+//! The order API against real PostgreSQL, Redis and a Kafka-compatible broker. Each test has its
+//! own database and topic, so they run in parallel.
+
+use std::{collections::HashMap, time::Duration};
+
+use oms_api::testing::TestApi;
+use oms_saga::{
+    bus,
+    event::{EventRecord, JsonCodec, OrderPlaced, OrderStatusChanged},
+    testing,
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+struct Client {
+    http: reqwest::Client,
+    api: TestApi,
+}
+
+impl Client {
+    async fn new() -> Self {
+        Self::with(TestApi::spawn().await)
+    }
+
+    fn with(api: TestApi) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            api,
+        }
+    }
+
+    async fn place(&self, body: &Value) -> Response {
+        self.http
+            .post(self.api.url("/api/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.http.get(self.api.url(path)).send().await.expect("GET")
+    }
+
+    async fn set_status(&self, id: &str, status: &str) -> Response {
+        self.http
+            .put(self.api.url(&format!("/api/orders/{id}/status")))
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.api.db.pool)
+            .await
+            .expect("count")
+    }
+}
+
+fn order_for(customer: Uuid) -> Value {
+    json!({
+        "customerId": customer,
+        "items": [
+            { "productId": "SKU-1", "quantity": 2, "unitPrice": "19.99" },
+            { "productId": "SKU-2", "quantity": 1, "unitPrice": 0.1 }
+        ]
+    })
+}
+
+async fn json_of(response: Response) -> Value {
+    response.json().await.expect("json body")
+}
+
+async fn expect_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body = json_of(response).await;
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].is_string(), "problem without a title: {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_placed_order_is_created_and_its_event_reaches_the_orders_topic() {
+    let client = Client::new().await;
+    let customer = Uuid::new_v4();
+    let response = client.place(&order_for(customer)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order = json_of(response).await;
+    assert_eq!(order["status"], "CREATED");
+    assert_eq!(order["customerId"], customer.to_string());
+    assert_eq!(order["total"], "40.08");
+    let id = order["id"].as_str().expect("id").to_owned();
+
+    let read = json_of(client.get(&format!("/api/orders/{id}")).await).await;
+    assert_eq!(read, order);
+
+    let bus = bus::connect(&client.api.config.bus).expect("bus");
+    let delivered = testing::consume(
+        bus.as_ref(),
+        &client.api.config.topics.orders,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(delivered[0].message.key, id);
+    let record = EventRecord::from_delivery(&delivered[0], &JsonCodec).expect("decodable event");
+    assert_eq!(record.event_type, "OrderPlaced");
+    assert_eq!(record.correlation_id, record.event_id);
+    let placed: OrderPlaced = record
+        .payload_as()
+        .expect("an OrderPlaced")
+        .expect("valid payload");
+    assert_eq!(placed.order_id.to_string(), id);
+    assert_eq!(placed.customer_id, customer);
+    assert_eq!(placed.total.to_string(), "40.08");
+    assert_eq!(placed.items.len(), 2);
+    assert_eq!(
+        serde_json::to_value(placed.placed_at).expect("time"),
+        order["createdAt"]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_order_gets_422_naming_every_bad_field_and_is_not_stored() {
+    let client = Client::new().await;
+    let body = json!({
+        "customerId": "nobody",
+        "items": [
+            { "productId": "", "quantity": 0, "unitPrice": "-1" },
+            { "productId": "SKU-2", "quantity": 3, "unitPrice": "1.123456" }
+        ]
+    });
+    let problem = expect_problem(client.place(&body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "customerId",
+            "items[0].productId",
+            "items[0].quantity",
+            "items[0].unitPrice",
+            "items[1].unitPrice"
+        ]
+    );
+    let no_lines = json!({ "customerId": Uuid::new_v4(), "items": [] });
+    expect_problem(
+        client.place(&no_lines).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(client.order_count().await, 0);
+}
+
+#[tokio::test]
+async fn malformed_oversized_or_mistyped_requests_get_a_clear_4xx_and_never_reach_the_database() {
+    let client = Client::new().await;
+    let url = client.api.url("/api/orders");
+    let http = &client.http;
+    let raw = |body: String| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    let truncated = raw("{\"customerId\":".into()).send().await.expect("send");
+    expect_problem(truncated, StatusCode::BAD_REQUEST).await;
+
+    let no_type = http
+        .post(&url)
+        .body(order_for(Uuid::new_v4()).to_string())
+        .send()
+        .await
+        .expect("send");
+    expect_problem(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    let huge = format!(
+        "{{\"customerId\":\"{}\",\"items\":[], \"pad\":\"{}\"}}",
+        Uuid::new_v4(),
+        "x".repeat(1 << 20)
+    );
+    expect_problem(
+        raw(huge).send().await.expect("send"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    let float_quantity = json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1.5, "unitPrice": "1" }] });
+    expect_problem(
+        client.place(&float_quantity).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    let unknown_field = json!({ "customerId": Uuid::new_v4(), "items": [], "discount": "100%" });
+    expect_problem(
+        client.place(&unknown_field).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    expect_problem(
+        client.get("/api/orders/not-a-uuid").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    expect_problem(
+        client.get(&format!("/api/orders/{}", Uuid::new_v4())).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_problem(client.get("/api/nothing-here").await, StatusCode::NOT_FOUND).await;
+    expect_problem(
+        client.get("/api/orders?limit=100000").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    expect_problem(
+        client.get("/api/orders?status=LOST").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let delete = http.delete(&url).send().await.expect("send");
+    expect_problem(delete, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    assert_eq!(client.order_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
+    let client = Client::new().await;
+    let body = order_for(Uuid::new_v4());
+    let post = |key: &'static str, body: Value| {
+        client
+            .http
+            .post(client.api.url("/api/orders"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+
+    let first = post("key-1", body.clone()).await.expect("send");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = json_of(first).await;
+
+    // Concurrent retries of the same request all get the first order.
+    let retries = futures::future::join_all((0..8).map(|_| post("key-1", body.clone()))).await;
+    for retry in retries {
+        let retry = retry.expect("send");
+        assert_eq!(retry.status(), StatusCode::CREATED);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        assert_eq!(json_of(retry).await, first);
+    }
+
+    let mut changed = body.clone();
+    changed["items"][0]["quantity"] = json!(5);
+    let reused = post("key-1", changed).await.expect("send");
+    let problem = expect_problem(reused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(
+        problem["type"],
+        "https://oms.dev/problems/idempotency-key-reused"
+    );
+
+    // The same key from racing first attempts still makes one order.
+    let racing = futures::future::join_all((0..8).map(|_| post("key-2", body.clone()))).await;
+    let ids: std::collections::HashSet<String> =
+        futures::future::join_all(racing.into_iter().map(|r| async {
+            json_of(r.expect("send")).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(client.order_count().await, 2);
+}
+
+#[tokio::test]
+async fn status_changes_follow_the_state_machine_and_each_writes_its_event() {
+    let client = Client::new().await;
+    let order = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
+    let id = order["id"].as_str().expect("id");
+
+    let skip = expect_problem(client.set_status(id, "PAID").await, StatusCode::CONFLICT).await;
+    assert_eq!(skip["currentStatus"], "CREATED");
+    assert_eq!(skip["requestedStatus"], "PAID");
+    expect_problem(
+        client.set_status(id, "LOST").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    expect_problem(
+        client.set_status(&Uuid::new_v4().to_string(), "PAID").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    for status in ["RESERVED", "PAID"] {
+        let moved = client.set_status(id, status).await;
+        assert_eq!(moved.status(), StatusCode::OK);
+        assert_eq!(json_of(moved).await["status"], status);
+    }
+    expect_problem(client.set_status(id, "CREATED").await, StatusCode::CONFLICT).await;
+    // The read after a change sees it, not a cached copy.
+    assert_eq!(
+        json_of(client.get(&format!("/api/orders/{id}")).await).await["status"],
+        "PAID"
+    );
+
+    let cancel_url = client.api.url(&format!("/api/orders/{id}/cancel"));
+    let no_reason = client
+        .http
+        .post(&cancel_url)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    expect_problem(no_reason, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let cancelled = client
+        .http
+        .post(&cancel_url)
+        .json(&json!({ "reason": "customer asked" }))
+        .send()
+        .await
+        .expect("send");
+    let cancelled = json_of(cancelled).await;
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(cancelled["statusReason"], "customer asked");
+    assert_eq!(cancelled["version"], 4);
+    let again = client
+        .http
+        .post(&cancel_url)
+        .json(&json!({ "reason": "twice" }))
+        .send()
+        .await
+        .expect("send");
+    expect_problem(again, StatusCode::CONFLICT).await;
+
+    let events: Vec<(String, Value, Uuid)> = sqlx::query_as(
+        "SELECT event_type, payload, correlation_id FROM outbox WHERE message_key = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&client.api.db.pool)
+    .await
+    .expect("outbox");
+    let changes: Vec<(String, String)> = events[1..]
+        .iter()
+        .map(|(kind, payload, _)| {
+            assert_eq!(kind, "OrderStatusChanged");
+            let change: OrderStatusChanged =
+                serde_json::from_value(payload.clone()).expect("payload");
+            (change.old_status.to_string(), change.new_status.to_string())
+        })
+        .collect();
+    assert_eq!(events[0].0, "OrderPlaced");
+    assert_eq!(
+        changes,
+        [
+            ("CREATED", "RESERVED"),
+            ("RESERVED", "PAID"),
+            ("PAID", "CANCELLED")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert!(
+        events
+            .iter()
+            .all(|(_, _, correlation)| *correlation == events[0].2),
+        "one saga, one correlation id"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_sees_and_acts_on_only_their_own_orders() {
+    let client = Client::new().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let as_user = |request: reqwest::RequestBuilder, customer: Uuid| {
+        request
+            .header("x-oms-role", "user")
+            .header("x-oms-customer-id", customer.to_string())
+    };
+    let placed = as_user(client.http.post(client.api.url("/api/orders")), alice)
+        .json(&order_for(alice))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let id = json_of(placed).await["id"].as_str().expect("id").to_owned();
+    json_of(client.place(&order_for(bob)).await).await;
+
+    let bobs_read = as_user(
+        client
+            .http
+            .get(client.api.url(&format!("/api/orders/{id}"))),
+        bob,
+    )
+    .send()
+    .await
+    .expect("send");
+    expect_problem(bobs_read, StatusCode::NOT_FOUND).await;
+    let bobs_list_of_alice = as_user(
+        client
+            .http
+            .get(client.api.url(&format!("/api/orders?customerId={alice}"))),
+        bob,
+    )
+    .send()
+    .await
+    .expect("send");
+    expect_problem(bobs_list_of_alice, StatusCode::FORBIDDEN).await;
+    let bobs_list = json_of(
+        as_user(client.http.get(client.api.url("/api/orders")), bob)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    let owners: Vec<&str> = bobs_list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| o["customerId"].as_str().expect("c"))
+        .collect();
+    assert_eq!(owners, [bob.to_string()]);
+    let for_alice = as_user(client.http.post(client.api.url("/api/orders")), bob)
+        .json(&order_for(alice))
+        .send()
+        .await
+        .expect("send");
+    expect_problem(for_alice, StatusCode::FORBIDDEN).await;
+    let bob_admins = as_user(
+        client
+            .http
+            .put(client.api.url(&format!("/api/orders/{id}/status"))),
+        bob,
+    )
+    .json(&json!({ "status": "RESERVED" }))
+    .send()
+    .await
+    .expect("send");
+    expect_problem(bob_admins, StatusCode::FORBIDDEN).await;
+    let alices_read = as_user(
+        client
+            .http
+            .get(client.api.url(&format!("/api/orders/{id}"))),
+        alice,
+    )
+    .send()
+    .await
+    .expect("send");
+    assert_eq!(alices_read.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn orders_list_newest_first_in_keyset_pages_with_filters() {
+    let client = Client::new().await;
+    let customer = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            json_of(client.place(&order_for(customer)).await).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    json_of(client.place(&order_for(Uuid::new_v4())).await).await;
+    client.set_status(&ids[1], "RESERVED").await;
+
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for page in 0..3 {
+        let body = json_of(
+            client
+                .get(&format!("/api/orders?customerId={customer}&limit=2{after}"))
+                .await,
+        )
+        .await;
+        seen.extend(
+            body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|o| o["id"].as_str().expect("id").to_owned()),
+        );
+        match body["nextAfter"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => {
+                assert_eq!(page, 2, "the last page has no nextAfter");
+                break;
+            }
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+
+    let reserved = json_of(
+        client
+            .get(&format!(
+                "/api/orders?customerId={customer}&status=RESERVED"
+            ))
+            .await,
+    )
+    .await;
+    let reserved: Vec<&str> = reserved["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| o["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(reserved, [ids[3].as_str()]);
+}
+
+async fn metric(client: &Client, name: &str) -> f64 {
+    let text = client.get("/metrics").await.text().await.expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
+    let mut redis = testing::dedicated_redis();
+    let redis_url = format!("redis://{}", redis.addr);
+    let (bus, _) = testing::kafka_bus().await;
+    let api = TestApi::spawn_with(bus, |c| {
+        c.cache.url = Some(oms_saga::config::Secret::new(redis_url.clone()))
+    })
+    .await;
+    let client = Client::with(api);
+    let id = json_of(client.place(&order_for(Uuid::new_v4())).await).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    assert_eq!(
+        client.get(&format!("/api/orders/{id}")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get(&format!("/api/orders/{id}")).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        metric(&client, "oms_cache_requests_total{result=\"hit\"}").await >= 1.0,
+        "the second read was a cache hit"
+    );
+
+    redis.kill();
+    assert_eq!(
+        client.set_status(&id, "RESERVED").await.status(),
+        StatusCode::OK
+    );
+    let read = client.get(&format!("/api/orders/{id}")).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(json_of(read).await["status"], "RESERVED");
+    assert!(
+        metric(&client, "oms_cache_requests_total{result=\"error\"}").await >= 1.0,
+        "the fallback was counted"
+    );
+}
+
+#[tokio::test]
+async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it_resumes() {
+    const ORDERS: usize = 200;
+    let broker = testing::dedicated_broker();
+    let bus_config = testing::kafka_config(&broker.addr.to_string());
+    let client = Client::with(TestApi::spawn_with(bus_config.clone(), |_| {}).await);
+    let topic = client.api.config.topics.orders.clone();
+    let bus = bus::connect(&bus_config).expect("bus");
+    // Let the relay create the topic before the outage.
+    testing::eventually(
+        Duration::from_secs(20),
+        "the relay to create the topic",
+        || async {
+            client
+                .get("/health/ready")
+                .await
+                .status()
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
+
+    broker.pause();
+    let placed = futures::future::join_all((0..ORDERS).map(|_| async {
+        let order = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            client.set_status(&id, "RESERVED").await.status(),
+            StatusCode::OK
+        );
+        id
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.resume();
+
+    let delivered =
+        testing::consume(bus.as_ref(), &topic, ORDERS * 2, Duration::from_secs(60)).await;
+    let mut per_order: HashMap<String, Vec<String>> = HashMap::new();
+    for delivery in &delivered {
+        let record = EventRecord::from_delivery(delivery, &JsonCodec).expect("event");
+        per_order
+            .entry(record.key)
+            .or_default()
+            .push(record.event_type);
+    }
+    assert_eq!(per_order.len(), ORDERS);
+    for id in placed {
+        assert_eq!(
+            per_order[&id],
+            ["OrderPlaced", "OrderStatusChanged"],
+            "events of order {id}"
+        );
+    }
+}

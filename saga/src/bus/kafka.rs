@@ -1,0 +1,233 @@
+//! The Kafka adapter, over librdkafka. The only module that names rdkafka types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::{
+    ClientConfig, Message as _, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{Consumer, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, Headers as _, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+
+use super::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec};
+use crate::{Error, Result, config::KafkaConfig};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("brokers", &self.config.brokers)
+            .finish()
+    }
+}
+
+fn bus_err(context: &str) -> impl Fn(KafkaError) -> Error + '_ {
+    move |e| Error::Bus(format!("kafka {context}: {e}"))
+}
+
+impl KafkaBus {
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let producer = Self::client_config(config)
+            // Idempotence keeps per-partition order through retries, and acks=all waits for
+            // every in-sync replica, so an acknowledged event survives a broker loss.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .create()
+            .map_err(bus_err("producer"))?;
+        let admin = Self::client_config(config)
+            .create()
+            .map_err(bus_err("admin client"))?;
+        Ok(Self {
+            config: config.clone(),
+            producer,
+            admin,
+        })
+    }
+
+    fn client_config(config: &KafkaConfig) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", &config.client_id);
+        for (key, value) in &config.properties {
+            client.set(key, value.expose());
+        }
+        client
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaBus {
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(self.config.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let results = self
+            .admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(bus_err("create topics"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Bus(format!("creating topic {topic}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, messages: Vec<Message>) -> Result<()> {
+        // Enqueue every message first, in order, then wait for the acknowledgements: librdkafka
+        // keeps the enqueue order per partition, and batching them is what makes the relay fast.
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let mut headers = OwnedHeaders::new_with_capacity(message.headers.0.len());
+            for (name, value) in &message.headers.0 {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value),
+                });
+            }
+            let mut record = FutureRecord::to(&message.topic)
+                .key(&message.key)
+                .payload(&message.payload)
+                .headers(headers);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push((message, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(Error::Publish {
+                            topic: message.topic.clone(),
+                            key: message.key.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        for (message, delivery) in pending {
+            let fail = |reason: String| Error::Publish {
+                topic: message.topic.clone(),
+                key: message.key.clone(),
+                reason,
+            };
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(fail(e.to_string())),
+                Err(_) => return Err(fail("the producer was dropped".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>> {
+        let consumer: StreamConsumer = Self::client_config(&self.config)
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            // Offsets are stored only by `ack`, after the consumer's work has committed; the
+            // background commit then sends only what was stored.
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout.as_millis() / 3)
+                    .max(100)
+                    .to_string(),
+            )
+            .create()
+            .map_err(bus_err("consumer"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
+        Ok(Box::new(KafkaSubscription { consumer }))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::Bus(format!("kafka metadata: {e}")))?
+        .map_err(bus_err("metadata"))
+    }
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self) -> Result<Delivery> {
+        let message = self.consumer.recv().await.map_err(bus_err("receive"))?;
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Delivery {
+            message: Message {
+                topic: message.topic().to_owned(),
+                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: Headers(headers),
+            },
+            partition: message.partition(),
+            offset: message.offset(),
+        })
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<()> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(
+            &delivery.message.topic,
+            delivery.partition,
+            Offset::Offset(delivery.offset + 1),
+        )
+        .map_err(bus_err("ack"))?;
+        self.consumer
+            .store_offsets(&list)
+            .map_err(bus_err("store offset"))
+    }
+}

@@ -1,0 +1,110 @@
+//! The event bus: what a service needs from a broker, and nothing broker-specific.
+//!
+//! The contract every adapter keeps:
+//! - [`EventBus::publish`] returns only once the broker has acknowledged every message, and
+//!   messages with the same key are delivered in the order given;
+//! - a [`Subscription`] redelivers anything not [`Subscription::ack`]ed, so a consumer acks only
+//!   after its work is committed (at-least-once; consumers deduplicate by event id);
+//! - the instances of one group share the topics' partitions.
+
+mod kafka;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    Result,
+    config::{BusConfig, BusKind},
+};
+
+pub use kafka::KafkaBus;
+
+/// A message as it travels: a key that orders it, an opaque body and text headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+}
+
+/// Message headers, in order. A name may repeat; [`Headers::get`] returns the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    pub fn insert(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        self.0.retain(|(n, _)| n != name);
+        self.0.push((name.to_owned(), value.into()));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// A message received from a subscription, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message: Message,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A topic to create, with its final partition count (partitions cannot be added later on every
+/// broker, and adding them would break per-key ordering anyway).
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+        }
+    }
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()>;
+
+    /// Publishes the messages and waits until the broker has acknowledged all of them.
+    /// On error, some may have been delivered: the caller publishes the whole batch again.
+    async fn publish(&self, messages: Vec<Message>) -> Result<()>;
+
+    /// Joins `group` on `topics`. A new group starts from the earliest message.
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>>;
+
+    /// Whether the broker answers now; for readiness checks.
+    async fn ping(&self) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for the next message.
+    async fn next(&mut self) -> Result<Delivery>;
+
+    /// Marks `delivery`, and everything before it on its partition, as done for the group.
+    async fn ack(&mut self, delivery: &Delivery) -> Result<()>;
+}
+
+/// Connects to the configured bus.
+pub fn connect(config: &BusConfig) -> Result<Arc<dyn EventBus>> {
+    match config.kind {
+        BusKind::Kafka => Ok(Arc::new(KafkaBus::new(&config.kafka)?)),
+    }
+}

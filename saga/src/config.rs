@@ -1,0 +1,217 @@
+//! Layered configuration, resolved once at start-up.
+//!
+//! Each service reads its own section (`[api]`, `[gateway]`, ...) so that one file can describe a
+//! whole deployment. Later layers win:
+//!
+//! 1. the defaults in each struct (`#[serde(default)]`);
+//! 2. a TOML file (`--config FILE`, or `OMS_CONFIG`);
+//! 3. environment variables `OMS_<SERVICE>__<KEY>`, with `__` for nesting
+//!    (`OMS_API__DATABASE__URL`);
+//! 4. `--set key=value` flags (`--set kafka.brokers=host:9092`).
+//!
+//! Secrets are wrapped in [`Secret`], which never prints: `--dump-config` is safe to paste.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+    value::Value,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{Error, Result};
+
+/// The command-line flags every service binary shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// A TOML file with the service's section.
+    #[arg(long, env = "OMS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides one setting, as `key.path=value`; may be repeated.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Prints the resolved configuration (secrets redacted) and exits.
+    #[arg(long)]
+    pub dump_config: bool,
+}
+
+/// Resolves the `service` section from every layer.
+pub fn load<T: DeserializeOwned>(service: &str, args: &ConfigArgs) -> Result<T> {
+    let mut figment = Figment::new();
+    if let Some(path) = &args.config {
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    let prefix = format!("OMS_{}__", service.to_ascii_uppercase());
+    let section = service.to_owned();
+    figment = figment.merge(Env::prefixed(&prefix).split("__").map(move |key| {
+        // Env::prefixed strips the prefix; nest the rest under the service's section.
+        format!("{section}.{key}").into()
+    }));
+    for item in &args.overrides {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("--set {item}: expected KEY=VALUE")))?;
+        let value = Value::from_str(value).unwrap_or_else(|never| match never {});
+        figment = figment.merge((format!("{service}.{}", key.trim()), value));
+    }
+    let section = if figment.contains(service) {
+        figment.extract_inner::<T>(service)
+    } else {
+        Figment::new().extract::<T>()
+    };
+    section.map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Renders a resolved configuration for `--dump-config`.
+pub fn dump<T: Serialize>(service: &str, config: &T) -> String {
+    let mut root = BTreeMap::new();
+    root.insert(service, config);
+    toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot render: {e}"))
+}
+
+/// A value that must never reach a log or a dump: database URLs, signing keys, passwords.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// A PostgreSQL database that a service owns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+    /// How long a request may wait for a pooled connection before it fails.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn named(database: &str) -> Self {
+        Self {
+            url: Secret::new(format!("postgres://postgres@127.0.0.1:5432/{database}")),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Opens a pool without waiting for the database: a service starts, reports not ready, and
+    /// recovers when PostgreSQL comes back, instead of crash-looping.
+    pub fn connect_lazy(&self) -> Result<sqlx::PgPool> {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy(self.url.expose())
+            .map_err(Error::Database)
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self::named("oms")
+    }
+}
+
+/// The event bus a service publishes to and consumes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Which broker carries the events. Only `kafka` for now.
+    pub kind: BusKind,
+    pub kafka: KafkaConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::Kafka,
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Kafka,
+}
+
+/// A Kafka cluster. `properties` passes any librdkafka setting through, which is how a real
+/// cluster's security settings (`security.protocol`, `sasl.*`, `ssl.*`) are given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub client_id: String,
+    /// Replication factor for the topics a service creates; 3 on a real cluster.
+    pub replication_factor: i32,
+    /// The consumer group session timeout. A group join takes about half of it.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    pub properties: BTreeMap<String, Secret>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "oms".into(),
+            replication_factor: 1,
+            session_timeout: Duration::from_secs(6),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a service logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}

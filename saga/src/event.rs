@@ -1,0 +1,295 @@
+//! The events of the order saga, the envelope they travel in, and the codec seam.
+//!
+//! Services write an [`EventRecord`]: a type name, a JSON payload and the metadata that travels in
+//! message headers (event id, type, correlation and causation ids, trace context). The outbox keeps
+//! records as JSON; a [`Codec`] turns them into bytes only at the edge of the bus, so the wire
+//! format can change without touching any service.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::{
+    Error, Result,
+    bus::{Delivery, Headers, Message},
+};
+
+/// The header names every event carries.
+pub mod header {
+    pub const EVENT_ID: &str = "event-id";
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const OCCURRED_AT: &str = "occurred-at";
+    pub const CORRELATION_ID: &str = "correlation-id";
+    pub const CAUSATION_ID: &str = "causation-id";
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// The topic that carries every event of the order aggregate, keyed by order id so that one
+/// order's events stay in order.
+pub const ORDERS_TOPIC: &str = "orders";
+
+/// A typed event payload.
+pub trait Event: Serialize + DeserializeOwned {
+    /// The name in the `event-type` header.
+    const TYPE: &'static str;
+    /// The aggregate the event belongs to; it becomes the message key.
+    fn key(&self) -> String;
+}
+
+/// An event with its metadata, as the outbox stores it and a consumer receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub topic: String,
+    pub key: String,
+    pub occurred_at: DateTime<Utc>,
+    /// The id shared by every event of one saga: the first event's id.
+    pub correlation_id: Uuid,
+    /// The event (or request) that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// W3C trace context of the span that produced the event.
+    pub traceparent: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+impl EventRecord {
+    /// A new event that starts a saga: it is its own correlation.
+    pub fn new<E: Event>(topic: &str, event: &E) -> Self {
+        let event_id = Uuid::now_v7();
+        Self {
+            event_id,
+            event_type: E::TYPE.to_owned(),
+            topic: topic.to_owned(),
+            key: event.key(),
+            occurred_at: Utc::now(),
+            correlation_id: event_id,
+            causation_id: None,
+            traceparent: None,
+            payload: serde_json::to_value(event).unwrap_or_default(),
+        }
+    }
+
+    /// Continues the saga whose first event was `correlation_id`.
+    pub fn correlated(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = correlation_id;
+        self
+    }
+
+    /// Records the event this one reacts to.
+    pub fn caused_by(mut self, cause: Uuid) -> Self {
+        self.causation_id = Some(cause);
+        self
+    }
+
+    /// The typed payload, if this record is an `E`.
+    pub fn payload_as<E: Event>(&self) -> Option<serde_json::Result<E>> {
+        (self.event_type == E::TYPE).then(|| serde_json::from_value(self.payload.clone()))
+    }
+
+    /// Encodes the record for the bus: the body through the codec, the metadata as headers.
+    pub fn to_message(&self, codec: &dyn Codec) -> Result<Message> {
+        let payload = codec.encode(self).map_err(|reason| Error::Encode {
+            event_type: self.event_type.clone(),
+            event_id: self.event_id,
+            reason,
+        })?;
+        let mut headers = Headers::default();
+        headers.insert(header::EVENT_ID, self.event_id.to_string());
+        headers.insert(header::EVENT_TYPE, self.event_type.clone());
+        headers.insert(header::OCCURRED_AT, self.occurred_at.to_rfc3339());
+        headers.insert(header::CORRELATION_ID, self.correlation_id.to_string());
+        if let Some(cause) = self.causation_id {
+            headers.insert(header::CAUSATION_ID, cause.to_string());
+        }
+        if let Some(tp) = &self.traceparent {
+            headers.insert(header::TRACEPARENT, tp.clone());
+        }
+        headers.insert(header::CONTENT_TYPE, codec.content_type());
+        Ok(Message {
+            topic: self.topic.clone(),
+            key: self.key.clone(),
+            payload,
+            headers,
+        })
+    }
+
+    /// Decodes a delivery. Any failure names where the message came from, so that it can be
+    /// dead-lettered with its origin.
+    pub fn from_delivery(delivery: &Delivery, codec: &dyn Codec) -> Result<Self> {
+        let fail = |reason: String| Error::Decode {
+            topic: delivery.message.topic.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+            reason,
+        };
+        let headers = &delivery.message.headers;
+        let uuid_header = |name: &str| -> Result<Uuid> {
+            let text = headers
+                .get_str(name)
+                .ok_or_else(|| fail(format!("no {name} header")))?;
+            Uuid::parse_str(text).map_err(|e| fail(format!("{name}: {e}")))
+        };
+        let event_id = uuid_header(header::EVENT_ID)?;
+        let correlation_id = uuid_header(header::CORRELATION_ID)?;
+        let causation_id = headers
+            .get_str(header::CAUSATION_ID)
+            .is_some()
+            .then(|| uuid_header(header::CAUSATION_ID))
+            .transpose()?;
+        let event_type = headers
+            .get_str(header::EVENT_TYPE)
+            .ok_or_else(|| fail("no event-type header".into()))?
+            .to_owned();
+        let occurred_at = headers
+            .get_str(header::OCCURRED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| fail("no valid occurred-at header".into()))?;
+        let payload = codec
+            .decode(&event_type, &delivery.message.payload)
+            .map_err(fail)?;
+        Ok(Self {
+            event_id,
+            event_type,
+            topic: delivery.message.topic.clone(),
+            key: delivery.message.key.clone(),
+            occurred_at,
+            correlation_id,
+            causation_id,
+            traceparent: headers.get_str(header::TRACEPARENT).map(str::to_owned),
+            payload,
+        })
+    }
+}
+
+/// Turns event payloads into bytes and back. The one seam the wire format goes through.
+pub trait Codec: Send + Sync + std::fmt::Debug {
+    fn content_type(&self) -> &'static str;
+    fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String>;
+    fn decode(
+        &self,
+        event_type: &str,
+        bytes: &[u8],
+    ) -> std::result::Result<serde_json::Value, String>;
+}
+
+/// Plain JSON bodies.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonCodec;
+
+impl Codec for JsonCodec {
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+
+    fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String> {
+        serde_json::to_vec(&record.payload).map_err(|e| e.to_string())
+    }
+
+    fn decode(
+        &self,
+        _event_type: &str,
+        bytes: &[u8],
+    ) -> std::result::Result<serde_json::Value, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Where an order is in its life. The transitions between them are the order service's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Created,
+    Reserved,
+    Paid,
+    Shipped,
+    Completed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 6] = [
+        Self::Created,
+        Self::Reserved,
+        Self::Paid,
+        Self::Shipped,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::Reserved => "RESERVED",
+            Self::Paid => "PAID",
+            Self::Shipped => "SHIPPED",
+            Self::Completed => "COMPLETED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl std::str::FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown status {s:?}; expected one of CREATED, RESERVED, PAID, SHIPPED, COMPLETED, CANCELLED"))
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of an order, as events carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    pub product_id: String,
+    pub quantity: u32,
+    pub unit_price: Decimal,
+}
+
+/// A customer placed an order; it starts the saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub items: Vec<OrderLine>,
+    pub total: Decimal,
+    pub placed_at: DateTime<Utc>,
+}
+
+impl Event for OrderPlaced {
+    const TYPE: &'static str = "OrderPlaced";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// An order moved from one status to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderStatusChanged {
+    pub order_id: Uuid,
+    pub old_status: OrderStatus,
+    pub new_status: OrderStatus,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for OrderStatusChanged {
+    const TYPE: &'static str = "OrderStatusChanged";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}

