@@ -1,0 +1,206 @@
+//! The gateway's routes: login, then every `/api/**` request checked and forwarded.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use oms_saga::problem::{Json, Problem};
+use serde::{Deserialize, Serialize};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    auth::{Claims, Role, TokenError, Tokens, Users},
+    policy,
+    proxy::Proxy,
+};
+
+#[derive(Debug)]
+pub struct AppState {
+    pub tokens: Tokens,
+    pub users: Users,
+    pub proxy: Proxy,
+    /// Path prefixes and their upstreams, longest prefix first.
+    pub routes: Vec<(String, String)>,
+}
+
+impl AppState {
+    fn upstream_for(&self, path: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, upstream)| upstream.as_str())
+    }
+}
+
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    oms_saga::telemetry::metrics();
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/api", any(forward))
+        .route("/api/{*rest}", any(forward))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(oms_saga::server::metrics))
+        .fallback(oms_saga::problem::no_route)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+async fn login(State(state): State<Arc<AppState>>, Json(login): Json<Login>) -> Response {
+    let Some(user) = state
+        .users
+        .authenticate(&login.username, &login.password)
+        .await
+    else {
+        metrics::counter!("oms_gateway_login_failures_total").increment(1);
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-credentials",
+            "Invalid username or password",
+        )
+        .into_response();
+    };
+    match state.tokens.issue(&user) {
+        Ok(access_token) => Json(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: state.tokens.ttl().as_secs(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign a token");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(TokenError::Missing)?;
+    let value = value.to_str().map_err(|_| TokenError::Invalid)?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(TokenError::Invalid),
+    }
+}
+
+fn unauthorized(error: TokenError) -> Response {
+    let reason = match error {
+        TokenError::Missing => "missing",
+        TokenError::Expired => "expired",
+        TokenError::BadSignature => "bad_signature",
+        TokenError::Invalid => "invalid",
+    };
+    metrics::counter!("oms_gateway_auth_failures_total", "reason" => reason).increment(1);
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication required",
+    )
+    .detail(error.to_string())
+    .into_response();
+    let challenge = match error {
+        TokenError::Missing => "Bearer",
+        _ => "Bearer error=\"invalid_token\"",
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// Checks the token, then the role, then forwards. Authentication comes before routing, so an
+/// anonymous caller learns nothing about which routes exist.
+async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    let claims: Claims =
+        match bearer(request.headers()).and_then(|token| state.tokens.verify(token)) {
+            Ok(claims) => claims,
+            Err(e) => return unauthorized(e),
+        };
+    if policy::requires_admin(request.method(), request.uri().path()) && claims.role != Role::Admin
+    {
+        return Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            .detail("This action is for admins")
+            .into_response();
+    }
+    let Some(upstream) = state.upstream_for(request.uri().path()) else {
+        return Problem::not_found("No such route").into_response();
+    };
+    let upstream = upstream.to_owned();
+    state.proxy.forward(&upstream, request, &claims).await
+}
+
+/// Ready when every upstream answers its liveness check; the body names any that does not.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let Ok(client) = client else {
+        return Problem::internal().into_response();
+    };
+    let checks = futures::future::join_all(state.routes.iter().map(|(prefix, upstream)| {
+        let client = client.clone();
+        async move {
+            let url = format!("{}/health/live", upstream.trim_end_matches('/'));
+            let up = client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            (prefix.clone(), up)
+        }
+    }))
+    .await;
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, up)| !up)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(p, up)| (p.clone(), (if *up { "up" } else { "down" }).into()))
+        .collect();
+    if down.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready", "upstreams": body })).into_response()
+    } else {
+        Problem::unavailable(format!("upstreams down: {}", down.join(", ")))
+            .with("upstreams", body)
+            .into_response()
+    }
+}

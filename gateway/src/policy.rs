@@ -1,0 +1,33 @@
+//! Which routes need which role. The services check again (defence in depth), but the gateway
+//! refuses first, so a user's admin request never reaches a service.
+
+use axum::http::Method;
+
+/// Whether `method path` is an admin action.
+pub fn requires_admin(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["", "api", "orders", _, "status"] => method == Method::PUT,
+        ["", "api", "orders", _, "cancel"] => method == Method::POST,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_changes_and_cancellations_are_for_admins() {
+        assert!(requires_admin(&Method::PUT, "/api/orders/1/status"));
+        assert!(requires_admin(&Method::POST, "/api/orders/1/cancel/"));
+    }
+
+    #[test]
+    fn placing_reading_and_listing_are_for_every_user() {
+        assert!(!requires_admin(&Method::POST, "/api/orders"));
+        assert!(!requires_admin(&Method::GET, "/api/orders"));
+        assert!(!requires_admin(&Method::GET, "/api/orders/1"));
+        assert!(!requires_admin(&Method::GET, "/api/orders/1/status"));
+    }
+}

@@ -1,0 +1,400 @@
+//! The gateway in front of a real order API (real PostgreSQL, Redis and broker), and in front of
+//! an upstream that echoes what it received.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Router, http::HeaderMap, routing::any};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{EncodingKey, Header};
+use oms_api::testing::TestApi;
+use oms_gateway::{auth::Claims, auth::Role, testing::TestGateway};
+use oms_saga::{
+    bus,
+    event::{EventRecord, JsonCodec, OrderPlaced},
+    testing,
+};
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+async fn stack() -> (TestApi, TestGateway) {
+    let api = TestApi::spawn().await;
+    let gateway = TestGateway::spawn(BTreeMap::from([(
+        "/api/orders".into(),
+        format!("http://{}", api.addr),
+    )]))
+    .await;
+    (api, gateway)
+}
+
+fn http() -> reqwest::Client {
+    // Bounds every call, so an upstream that hangs fails the test instead of stalling it.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+fn order_for(customer: Uuid) -> Value {
+    json!({ "customerId": customer, "items": [{ "productId": "SKU-9", "quantity": 3, "unitPrice": "2.50" }] })
+}
+
+async fn problem(request: RequestBuilder, status: StatusCode) -> Value {
+    let response = request.send().await.expect("send");
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    response.json().await.expect("problem body")
+}
+
+#[tokio::test]
+async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published() {
+    let (api, gateway) = stack().await;
+    let token = gateway.login("alice").await;
+    let placed = http()
+        .post(gateway.url("/api/orders"))
+        .bearer_auth(&token)
+        .json(&order_for(gateway.alice))
+        .send()
+        .await
+        .expect("place");
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let order: Value = placed.json().await.expect("order");
+    let id = order["id"].as_str().expect("id");
+    assert_eq!(order["total"], "7.5");
+
+    let read = http()
+        .get(gateway.url(&format!("/api/orders/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.json::<Value>().await.expect("order"), order);
+
+    let bus = bus::connect(&api.config.bus).expect("bus");
+    let delivered = testing::consume(
+        bus.as_ref(),
+        &api.config.topics.orders,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(delivered[0].message.key, id);
+    let record = EventRecord::from_delivery(&delivered[0], &JsonCodec).expect("event");
+    let placed: OrderPlaced = record.payload_as().expect("OrderPlaced").expect("payload");
+    assert_eq!(placed.customer_id, gateway.alice);
+}
+
+#[tokio::test]
+async fn a_bad_login_gets_401_and_a_malformed_one_a_4xx() {
+    let (_api, gateway) = stack().await;
+    let login = |body: Value| http().post(gateway.url("/auth/login")).json(&body);
+    problem(
+        login(json!({ "username": "alice", "password": "wrong" })),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        login(json!({ "username": "mallory", "password": "test-password" })),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        login(json!({ "username": "alice" })),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let garbage = http()
+        .post(gateway.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body("{");
+    problem(garbage, StatusCode::BAD_REQUEST).await;
+}
+
+fn token_with(claims: &Claims, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("sign")
+}
+
+fn claims_for(
+    gateway: &TestGateway,
+    role: Role,
+    customer_id: Option<Uuid>,
+    exp_offset: i64,
+) -> Claims {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    Claims {
+        sub: "alice".into(),
+        role,
+        customer_id,
+        iss: gateway.config.jwt.issuer.clone(),
+        aud: gateway.config.jwt.audience.clone(),
+        iat: now as u64,
+        exp: (now + exp_offset) as u64,
+    }
+}
+
+#[tokio::test]
+async fn every_missing_malformed_expired_forged_or_unsigned_token_gets_401() {
+    let (_api, gateway) = stack().await;
+    let secret = oms_gateway::testing::SECRET.as_bytes();
+    let valid = claims_for(&gateway, Role::Admin, None, 600);
+    let expired = token_with(&claims_for(&gateway, Role::Admin, None, -3600), secret);
+    let forged = token_with(&valid, b"some other key that is also long enough");
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&valid).expect("claims"))
+    );
+    let mut wrong_audience = valid.clone();
+    wrong_audience.aud = "someone-else".into();
+    let user_without_customer = token_with(&claims_for(&gateway, Role::User, None, 600), secret);
+
+    let orders = gateway.url("/api/orders");
+    problem(http().get(&orders), StatusCode::UNAUTHORIZED).await;
+    problem(
+        http()
+            .get(&orders)
+            .header("authorization", "Basic YWxpY2U6cHc="),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    for (what, token) in [
+        ("malformed", "not.a.jwt".to_owned()),
+        ("expired", expired),
+        ("forged", forged),
+        ("alg none", unsigned),
+        ("wrong audience", token_with(&wrong_audience, secret)),
+        ("user without customer", user_without_customer),
+    ] {
+        let response = http()
+            .get(&orders)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what} token");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{what} token"
+        );
+    }
+    // The same claims, properly signed, pass: the refusals above are about the token alone.
+    let ok = http()
+        .get(&orders)
+        .bearer_auth(token_with(&valid, secret))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_user_cannot_act_as_admin_nor_read_another_customers_orders() {
+    let (_api, gateway) = stack().await;
+    let (alice, bob, admin) = (
+        gateway.login("alice").await,
+        gateway.login("bob").await,
+        gateway.login("admin").await,
+    );
+    let order: Value = http()
+        .post(gateway.url("/api/orders"))
+        .bearer_auth(&alice)
+        .json(&order_for(gateway.alice))
+        .send()
+        .await
+        .expect("place")
+        .json()
+        .await
+        .expect("order");
+    let id = order["id"].as_str().expect("id");
+    let status_url = gateway.url(&format!("/api/orders/{id}/status"));
+
+    problem(
+        http()
+            .put(&status_url)
+            .bearer_auth(&alice)
+            .json(&json!({ "status": "RESERVED" })),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        http()
+            .post(gateway.url(&format!("/api/orders/{id}/cancel")))
+            .bearer_auth(&alice)
+            .json(&json!({ "reason": "x" })),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        http()
+            .get(gateway.url(&format!("/api/orders/{id}")))
+            .bearer_auth(&bob),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // Headers a client sends to claim another identity are dropped, not trusted.
+    let spoofed = http()
+        .get(gateway.url(&format!("/api/orders/{id}")))
+        .bearer_auth(&bob)
+        .header("x-oms-role", "admin")
+        .header("x-oms-customer-id", gateway.alice.to_string());
+    problem(spoofed, StatusCode::NOT_FOUND).await;
+    problem(
+        http()
+            .get(gateway.url(&format!("/api/orders?customerId={}", gateway.alice)))
+            .bearer_auth(&bob),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        http()
+            .post(gateway.url("/api/orders"))
+            .bearer_auth(&bob)
+            .json(&order_for(gateway.alice)),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let bobs: Value = http()
+        .get(gateway.url("/api/orders"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(bobs["items"], json!([]));
+
+    let moved = http()
+        .put(&status_url)
+        .bearer_auth(&admin)
+        .json(&json!({ "status": "RESERVED" }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(moved.status(), StatusCode::OK);
+    let all: Value = http()
+        .get(gateway.url("/api/orders"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(all["items"][0]["status"], "RESERVED");
+}
+
+/// An upstream that answers with the headers it received.
+async fn echo_upstream() -> String {
+    let router = Router::new().fallback(any(|headers: HeaderMap| async move {
+        let seen: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or_default())))
+            .collect();
+        axum::Json(seen)
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_only() {
+    let gateway = TestGateway::spawn(BTreeMap::from([(
+        "/api/orders".into(),
+        echo_upstream().await,
+    )]))
+    .await;
+    let token = gateway.login("bob").await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = http()
+        .get(gateway.url("/api/orders?limit=1"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-42")
+        .header("traceparent", traceparent)
+        .header("x-oms-role", "admin")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let seen: Value = response.json().await.expect("echo");
+    assert_eq!(seen["x-request-id"], "req-42");
+    assert_eq!(seen["traceparent"], traceparent);
+    assert_eq!(seen["x-oms-role"], "user");
+    assert_eq!(seen["x-oms-customer-id"], gateway.bob.to_string());
+    assert_eq!(seen["x-oms-subject"], "bob");
+    assert!(
+        seen.get("authorization").is_none(),
+        "the token stays at the edge"
+    );
+
+    let generated = http()
+        .get(gateway.url("/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        Uuid::parse_str(&id).is_ok(),
+        "a request without an id gets one: {id}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_gets_502_problem_json_without_hanging() {
+    let closed = format!("http://127.0.0.1:{}", testing::free_port());
+    let gateway = TestGateway::spawn(BTreeMap::from([("/api/orders".into(), closed)])).await;
+    let token = gateway.login("alice").await;
+    let body = problem(
+        http().get(gateway.url("/api/orders")).bearer_auth(&token),
+        StatusCode::BAD_GATEWAY,
+    )
+    .await;
+    assert_eq!(
+        body["type"],
+        "https://oms.dev/problems/upstream-unavailable"
+    );
+    problem(
+        http().get(gateway.url("/health/ready")),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_paths_answer_problem_json_and_anonymous_callers_learn_no_routes() {
+    let (_api, gateway) = stack().await;
+    problem(http().get(gateway.url("/nothing")), StatusCode::NOT_FOUND).await;
+    problem(
+        http().get(gateway.url("/api/secret-admin")),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let token = gateway.login("alice").await;
+    problem(
+        http()
+            .get(gateway.url("/api/secret-admin"))
+            .bearer_auth(&token),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
