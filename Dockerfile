@@ -1,0 +1,13 @@
+# The OMS services in one image; docker-compose.yml picks the binary per service.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bins
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway /usr/local/bin/
+COPY scripts/demo-config /usr/local/bin/demo-config
+USER nobody

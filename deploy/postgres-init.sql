@@ -1,0 +1,2 @@
+-- One database per service.
+CREATE DATABASE oms_orders;
