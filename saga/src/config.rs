@@ -215,3 +215,102 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+#[cfg(test)]
+// figment's `Jail` closures return its own large error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[derive(Debug, Serialize, Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Service {
+        listen: String,
+        database: DatabaseConfig,
+        log: LogConfig,
+    }
+
+    fn args(config: Option<&str>, overrides: &[&str]) -> ConfigArgs {
+        ConfigArgs {
+            config: config.map(PathBuf::from),
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            dump_config: false,
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "oms.toml",
+                r#"
+                [svc]
+                listen = "from-file"
+                log.filter = "debug"
+                database.max_connections = 3
+                [other]
+                listen = "not mine"
+                "#,
+            )?;
+            let from_file: Service = load("svc", &args(Some("oms.toml"), &[])).expect("load");
+            assert_eq!(from_file.listen, "from-file");
+            assert_eq!(from_file.log.filter, "debug");
+            assert_eq!(from_file.database.max_connections, 3);
+            assert_eq!(
+                from_file.database.acquire_timeout,
+                Duration::from_secs(5),
+                "a default survives"
+            );
+
+            jail.set_env("OMS_SVC__LISTEN", "from-env");
+            jail.set_env("OMS_SVC__DATABASE__MAX_CONNECTIONS", "7");
+            let from_env: Service = load("svc", &args(Some("oms.toml"), &[])).expect("load");
+            assert_eq!(from_env.listen, "from-env");
+            assert_eq!(from_env.database.max_connections, 7);
+            assert_eq!(from_env.log.filter, "debug");
+
+            let from_flag: Service = load(
+                "svc",
+                &args(
+                    Some("oms.toml"),
+                    &["listen=from-flag", "database.acquire_timeout=2s"],
+                ),
+            )
+            .expect("load");
+            assert_eq!(from_flag.listen, "from-flag");
+            assert_eq!(from_flag.database.acquire_timeout, Duration::from_secs(2));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_or_a_bad_value_is_refused_at_start() {
+        Jail::expect_with(|jail| {
+            jail.create_file("oms.toml", "[svc]\nlog.fromat = \"json\"\n")?;
+            let typo =
+                load::<Service>("svc", &args(Some("oms.toml"), &[])).expect_err("unknown key");
+            assert!(typo.to_string().contains("fromat"), "{typo}");
+            jail.set_env("OMS_SVC__DATABASE__MAX_CONNECTIONS", "many");
+            assert!(load::<Service>("svc", &args(None, &[])).is_err());
+            assert!(load::<Service>("svc", &args(Some("missing.toml"), &[])).is_err());
+            assert!(load::<Service>("svc", &args(None, &["no-equals-sign"])).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Service {
+            database: DatabaseConfig {
+                url: Secret::new("postgres://user:hunter2@db/orders"),
+                ..DatabaseConfig::default()
+            },
+            ..Service::default()
+        };
+        let dumped = dump("svc", &config);
+        assert!(dumped.contains("[redacted]"), "{dumped}");
+        assert!(!dumped.contains("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -197,7 +197,20 @@ struct KafkaSubscription {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Result<Delivery> {
-        let message = self.consumer.recv().await.map_err(bus_err("receive"))?;
+        let message = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break message,
+                // A subscribed topic that does not exist yet is waited for, not an error: the
+                // producing service creates it when it starts.
+                Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                )) => {
+                    tracing::debug!("a subscribed topic does not exist yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(bus_err("receive")(e)),
+            }
+        };
         let headers = message
             .headers()
             .map(|hs| {
