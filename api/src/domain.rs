@@ -8,7 +8,7 @@ pub use oms_saga::event::{OrderLine, OrderStatus};
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
-/// Prices carry at most this many decimal places (the database keeps four).
+/// Prices carry at most this many significant decimal places.
 pub const MAX_PRICE_SCALE: u32 = 4;
 pub const MAX_REASON_LEN: usize = 500;
 
@@ -148,7 +148,8 @@ pub fn parse_price(text: &str) -> Result<Decimal, String> {
     if price > Decimal::from(1_000_000_000_000i64) {
         return Err("must be at most 1000000000000".into());
     }
-    Ok(price.normalize())
+    // The client's scale is kept (4.50 stays 4.50); only significant places are bounded.
+    Ok(price)
 }
 
 /// A status change an admin or a saga step asks for.
@@ -285,7 +286,7 @@ mod tests {
     #[test]
     fn prices_are_exact_and_never_negative() {
         assert_eq!(parse_price("0"), Ok(Decimal::ZERO));
-        assert_eq!(parse_price("12.5000"), Ok(Decimal::new(125, 1)));
+        assert_eq!(parse_price("12.5000").map(|p| p.to_string()), Ok("12.5000".to_owned()));
         assert!(parse_price("-0.01").is_err());
         assert!(parse_price("1e3").is_err());
         assert!(parse_price("NaN").is_err());

@@ -57,8 +57,7 @@ impl TryFrom<OrderRow> for Order {
             customer_id: row.customer_id,
             status,
             items: row.items.0,
-            // NUMERIC(24, 4) pads to four places; the API speaks the exact value.
-            total: row.total.normalize(),
+            total: row.total,
             status_reason: row.status_reason,
             version: row.version,
             created_at: row.created_at,

@@ -63,7 +63,7 @@ async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published
     assert_eq!(placed.status(), StatusCode::CREATED);
     let order: Value = placed.json().await.expect("order");
     let id = order["id"].as_str().expect("id");
-    assert_eq!(order["total"], "7.5");
+    assert_eq!(order["total"], "7.50");
 
     let read = http()
         .get(gateway.url(&format!("/api/orders/{id}")))
