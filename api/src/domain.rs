@@ -286,7 +286,10 @@ mod tests {
     #[test]
     fn prices_are_exact_and_never_negative() {
         assert_eq!(parse_price("0"), Ok(Decimal::ZERO));
-        assert_eq!(parse_price("12.5000").map(|p| p.to_string()), Ok("12.5000".to_owned()));
+        assert_eq!(
+            parse_price("12.5000").map(|p| p.to_string()),
+            Ok("12.5000".to_owned())
+        );
         assert!(parse_price("-0.01").is_err());
         assert!(parse_price("1e3").is_err());
         assert!(parse_price("NaN").is_err());

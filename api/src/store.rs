@@ -233,7 +233,8 @@ impl Store {
             transition,
         })?;
         let row: OrderRow = sqlx::query_as(&format!(
-            "UPDATE orders SET status = $2, status_reason = $3, version = version + 1, updated_at = now() \
+            "UPDATE orders SET status = $2, status_reason = $3, version = version + 1, \
+             updated_at = date_trunc('milliseconds', clock_timestamp()) \
              WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)

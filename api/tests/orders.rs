@@ -341,6 +341,11 @@ async fn status_changes_follow_the_state_machine_and_each_writes_its_event() {
     assert_eq!(cancelled["status"], "CANCELLED");
     assert_eq!(cancelled["statusReason"], "customer asked");
     assert_eq!(cancelled["version"], 4);
+    let updated_at = cancelled["updatedAt"].as_str().expect("updatedAt");
+    assert!(
+        updated_at.len() == "2026-01-01T00:00:00.000Z".len() && updated_at.ends_with('Z'),
+        "times are kept to the millisecond, like the events: {updated_at}"
+    );
     let again = client
         .http
         .post(&cancel_url)

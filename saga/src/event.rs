@@ -5,7 +5,7 @@
 //! records as JSON; a [`Codec`] turns them into bytes only at the edge of the bus, so the wire
 //! format can change without touching any service.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -64,7 +64,8 @@ impl EventRecord {
             event_type: E::TYPE.to_owned(),
             topic: topic.to_owned(),
             key: event.key(),
-            occurred_at: Utc::now(),
+            // Milliseconds: the precision every store and wire format here keeps.
+            occurred_at: Utc::now().trunc_subsecs(3),
             correlation_id: event_id,
             causation_id: None,
             traceparent: None,
@@ -99,7 +100,11 @@ impl EventRecord {
         let mut headers = Headers::default();
         headers.insert(header::EVENT_ID, self.event_id.to_string());
         headers.insert(header::EVENT_TYPE, self.event_type.clone());
-        headers.insert(header::OCCURRED_AT, self.occurred_at.to_rfc3339());
+        headers.insert(
+            header::OCCURRED_AT,
+            self.occurred_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
         headers.insert(header::CORRELATION_ID, self.correlation_id.to_string());
         if let Some(cause) = self.causation_id {
             headers.insert(header::CAUSATION_ID, cause.to_string());

@@ -1,0 +1,93 @@
+//! The OMS command line. `oms tail TOPIC` is the console consumer: it prints each event on a
+//! topic as one JSON line with its key, headers and decoded body.
+
+use std::time::Duration;
+
+use oms_saga::{
+    bus::{Delivery, EventBus},
+    event::{Codec, header},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The `[cli]` section, or `OMS_CLI__*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CliConfig {
+    pub bus: oms_saga::config::BusConfig,
+}
+
+/// One delivery as a JSON line. A body the codec cannot read is shown raw, with the reason,
+/// rather than skipped: a console consumer is for seeing what is really on the topic.
+pub fn render(delivery: &Delivery, codec: &dyn Codec) -> Value {
+    let message = &delivery.message;
+    let headers: Map<String, Value> = message
+        .headers
+        .0
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.clone(),
+                Value::from(String::from_utf8_lossy(value).into_owned()),
+            )
+        })
+        .collect();
+    let event_type = message
+        .headers
+        .get_str(header::EVENT_TYPE)
+        .unwrap_or_default();
+    let mut line = json!({
+        "topic": message.topic,
+        "partition": delivery.partition,
+        "offset": delivery.offset,
+        "key": message.key,
+        "headers": headers,
+    });
+    match codec.decode(event_type, &message.payload) {
+        Ok(event) => line["event"] = event,
+        Err(reason) => {
+            line["undecodable"] =
+                json!({ "reason": reason, "raw": String::from_utf8_lossy(&message.payload) });
+        }
+    }
+    line
+}
+
+const JOIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Prints `topic` from its start, one line per event, until `count` events were printed or none
+/// came for `idle`. Returns how many were printed.
+pub async fn tail(
+    bus: &dyn EventBus,
+    codec: &dyn Codec,
+    topic: &str,
+    count: Option<usize>,
+    idle: Option<Duration>,
+    mut out: impl std::io::Write,
+) -> anyhow::Result<usize> {
+    // A group of its own, never committed to, so tailing does not move any service's offsets.
+    let group = format!("oms-cli-tail-{}", std::process::id());
+    let mut subscription = bus.subscribe(&group, &[topic.to_owned()]).await?;
+    let mut printed = 0;
+    while count.is_none_or(|c| printed < c) {
+        // Joining the group takes a few seconds; the idle clock starts after the first event.
+        let wait = idle.map(|idle| {
+            if printed == 0 {
+                idle + JOIN_GRACE
+            } else {
+                idle
+            }
+        });
+        let next = match wait {
+            Some(wait) => match tokio::time::timeout(wait, subscription.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => subscription.next().await,
+        };
+        writeln!(out, "{}", render(&next?, codec))?;
+        out.flush()?;
+        printed += 1;
+    }
+    Ok(printed)
+}

@@ -1,0 +1,71 @@
+//! `oms tail` against a real broker, run as the binary a user runs.
+
+use std::process::Command;
+
+use oms_saga::{
+    bus::{Headers, Message, TopicSpec},
+    event::{EventRecord, JsonCodec, OrderStatus, OrderStatusChanged},
+    testing,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
+    let (_, bus) = testing::kafka_bus().await;
+    let topic = testing::unique("tail");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .expect("topic");
+    let order_id = Uuid::new_v4();
+    let event = OrderStatusChanged {
+        order_id,
+        old_status: OrderStatus::Created,
+        new_status: OrderStatus::Reserved,
+        reason: None,
+        at: chrono::Utc::now(),
+    };
+    let record = EventRecord::new(&topic, &event);
+    let garbage = Message {
+        topic: topic.clone(),
+        key: "junk".into(),
+        payload: vec![0, 0, 0, 0, 7, 0xff],
+        headers: Headers::default(),
+    };
+    bus.publish(vec![
+        record.to_message(&JsonCodec).expect("encode"),
+        garbage,
+    ])
+    .await
+    .expect("publish");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args([
+            "--set",
+            &format!("bus.kafka.brokers={}", testing::kafka_brokers()),
+        ])
+        .args(["tail", &topic, "--count", "2", "--idle", "30s"])
+        .output()
+        .expect("run oms tail");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["key"], order_id.to_string());
+    assert_eq!(lines[0]["headers"]["event-type"], "OrderStatusChanged");
+    assert_eq!(lines[0]["headers"]["event-id"], record.event_id.to_string());
+    assert_eq!(lines[0]["event"]["newStatus"], "RESERVED");
+    assert_eq!(lines[1]["key"], "junk");
+    assert!(
+        lines[1]["undecodable"]["reason"].is_string(),
+        "{}",
+        lines[1]
+    );
+}
