@@ -8,11 +8,14 @@
 //!   names a broker client type, so a second bus can be added without touching a service.
 //! - [`outbox`]: the transactional outbox: services write events in their own database transaction,
 //!   and the relay publishes them, in order, once the broker acknowledges.
+//! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
+//!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
 
 pub mod bus;
 pub mod config;
+pub mod consumer;
 mod error;
 pub mod event;
 pub mod outbox;

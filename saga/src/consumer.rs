@@ -1,0 +1,344 @@
+//! The consume loop every saga worker shares, so that a worker is only its [`Handler`].
+//!
+//! For each delivery, in partition order:
+//! 1. decode it; bytes that are not an event go straight to the dead-letter topic;
+//! 2. in one database transaction, record the event id in the `inbox` (a redelivered event finds
+//!    it there and is skipped) and let the handler write its effects and outgoing events (through
+//!    the outbox) on the same transaction;
+//! 3. commit, and only then acknowledge the delivery, so a crash anywhere before redelivers it.
+//!
+//! A transient failure (database or broker away) is retried with exponential backoff and jitter,
+//! without ever skipping the event. A handler's rejection ([`HandlerError::Poison`]) is tried a
+//! bounded number of times, then the event goes to `<topic>.dlq` with headers saying why and
+//! where from, and the partition goes on. [`redrive`] sends dead letters back.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    Error, Result,
+    bus::{Delivery, EventBus, Message, Subscription},
+    event::{Codec, EventRecord},
+};
+
+/// Headers a dead letter carries besides the original ones.
+pub mod dlq_header {
+    pub const REASON: &str = "dlq-reason";
+    pub const ORIGIN_TOPIC: &str = "dlq-origin-topic";
+    pub const ORIGIN_PARTITION: &str = "dlq-origin-partition";
+    pub const ORIGIN_OFFSET: &str = "dlq-origin-offset";
+    pub const CONSUMER: &str = "dlq-consumer";
+    pub const ATTEMPTS: &str = "dlq-attempts";
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Will fail again however often it is retried (invalid content, an impossible request).
+    #[error("poison event: {0}")]
+    Poison(String),
+    /// May succeed later (a dependency is away).
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+impl From<Error> for HandlerError {
+    fn from(e: Error) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+/// A worker's business rules: what one event does, inside the transaction the loop opened.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Applies `event`: its effects and outgoing events are written through `tx`, and commit
+    /// together with the inbox record.
+    async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError>;
+}
+
+/// A shared handler, for workers that keep a handle to inspect or configure it.
+#[async_trait]
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
+        (**self).handle(tx, event).await
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// The consumer group; also the name under which the inbox records processed events.
+    pub group: String,
+    pub topics: Vec<String>,
+    /// Attempts at a poison event before it is dead-lettered.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group: String::new(),
+            topics: Vec::new(),
+            max_attempts: 3,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Handled,
+    Duplicate,
+    DeadLettered,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+pub struct Consumer<H> {
+    pool: PgPool,
+    bus: Arc<dyn EventBus>,
+    codec: Arc<dyn Codec>,
+    handler: H,
+    config: ConsumerConfig,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.config.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(
+        pool: PgPool,
+        bus: Arc<dyn EventBus>,
+        codec: Arc<dyn Codec>,
+        handler: H,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self {
+            pool,
+            bus,
+            codec,
+            handler,
+            config,
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<H> {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .without_max_times()
+            .build()
+    }
+
+    /// Consumes until `shutdown` resolves. Stops between events, never inside one.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut subscription = self
+            .bus
+            .subscribe(&self.config.group, &self.config.topics)
+            .await?;
+        loop {
+            let delivery = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                next = subscription.next() => next,
+            };
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving failed; retrying");
+                    tokio::time::sleep(self.config.min_backoff).await;
+                    continue;
+                }
+            };
+            self.process(&mut *subscription, &delivery).await;
+        }
+    }
+
+    /// Takes one delivery to an outcome, then acknowledges it. Does not return before both
+    /// happened: transient failures are retried for as long as they last.
+    pub async fn process(
+        &self,
+        subscription: &mut dyn Subscription,
+        delivery: &Delivery,
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.settle(delivery).await;
+        let mut delays = self.backoff();
+        while let Err(e) = subscription.ack(delivery).await {
+            let delay = delays.next().unwrap_or(self.config.max_backoff);
+            tracing::warn!(error = %e, retry_in = ?delay, "acknowledging failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+        let event_type = delivery
+            .message
+            .headers
+            .get_str(crate::event::header::EVENT_TYPE)
+            .unwrap_or("unknown");
+        metrics::counter!("oms_events_total", "consumer" => self.config.group.clone(),
+            "type" => event_type.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+        metrics::histogram!("oms_event_handling_seconds", "consumer" => self.config.group.clone())
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn settle(&self, delivery: &Delivery) -> Outcome {
+        let record = match EventRecord::from_delivery(delivery, self.codec.as_ref()) {
+            Ok(record) => record,
+            Err(e) => return self.dead_letter(delivery, &e.to_string(), 1).await,
+        };
+        let mut delays = self.backoff();
+        let mut poison_attempts = 0;
+        loop {
+            match self.apply(&record).await {
+                Ok(outcome) => return outcome,
+                Err(HandlerError::Poison(reason)) => {
+                    poison_attempts += 1;
+                    tracing::warn!(event_id = %record.event_id, attempt = poison_attempts, %reason, "event rejected");
+                    if poison_attempts >= self.config.max_attempts {
+                        return self.dead_letter(delivery, &reason, poison_attempts).await;
+                    }
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    tracing::warn!(event_id = %record.event_id, %reason, "transient failure; retrying");
+                }
+            }
+            metrics::counter!("oms_event_retries_total", "consumer" => self.config.group.clone())
+                .increment(1);
+            tokio::time::sleep(delays.next().unwrap_or(self.config.max_backoff)).await;
+        }
+    }
+
+    /// One attempt: inbox and effects in one transaction.
+    async fn apply(&self, record: &EventRecord) -> Result<Outcome, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let first_time = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.group)
+        .bind(record.event_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(Outcome::Handled)
+    }
+
+    /// Publishes the delivery, untouched, to the dead-letter topic with why and where from.
+    /// Retried until the broker takes it: a dead letter is never dropped.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, attempts: u32) -> Outcome {
+        let mut message = delivery.message.clone();
+        message.topic = dlq_topic(&delivery.message.topic);
+        let headers = &mut message.headers;
+        headers.insert(dlq_header::REASON, reason);
+        headers.insert(dlq_header::ORIGIN_TOPIC, delivery.message.topic.clone());
+        headers.insert(dlq_header::ORIGIN_PARTITION, delivery.partition.to_string());
+        headers.insert(dlq_header::ORIGIN_OFFSET, delivery.offset.to_string());
+        headers.insert(dlq_header::CONSUMER, self.config.group.clone());
+        headers.insert(dlq_header::ATTEMPTS, attempts.to_string());
+        tracing::error!(topic = %delivery.message.topic, partition = delivery.partition,
+            offset = delivery.offset, %reason, "dead-lettering an event");
+        let mut delays = self.backoff();
+        while let Err(e) = self.publish_dead_letter(&message).await {
+            let delay = delays.next().unwrap_or(self.config.max_backoff);
+            tracing::warn!(error = %e, retry_in = ?delay, "dead-lettering failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+        metrics::counter!("oms_dead_letters_total", "topic" => delivery.message.topic.clone())
+            .increment(1);
+        Outcome::DeadLettered
+    }
+
+    async fn publish_dead_letter(&self, message: &Message) -> Result<()> {
+        let spec = crate::bus::TopicSpec::new(&message.topic, 1);
+        self.bus.ensure_topics(std::slice::from_ref(&spec)).await?;
+        self.bus.publish(vec![message.clone()]).await
+    }
+}
+
+/// Reads the dead letters of `topic` that arrive within `idle` of each other, without moving
+/// any group's offsets.
+pub async fn dead_letters(
+    bus: &dyn EventBus,
+    topic: &str,
+    idle: Duration,
+) -> Result<Vec<Delivery>> {
+    let group = format!("oms-dlq-reader-{}", uuid::Uuid::new_v4().simple());
+    let dlq = dlq_topic(topic);
+    bus.ensure_topics(&[crate::bus::TopicSpec::new(&dlq, 1)])
+        .await?;
+    let mut subscription = bus.subscribe(&group, &[dlq]).await?;
+    let mut letters = Vec::new();
+    // The first wait covers joining the group.
+    let mut wait = idle + Duration::from_secs(10);
+    while let Ok(next) = tokio::time::timeout(wait, subscription.next()).await {
+        letters.push(next?);
+        wait = idle;
+    }
+    Ok(letters)
+}
+
+/// Sends dead letters back to the topic they came from, without their `dlq-*` headers. A
+/// consumer that already handled one (by event id) skips it; one it rejected is tried afresh.
+pub async fn redrive(bus: &dyn EventBus, letters: &[Delivery]) -> Result<usize> {
+    let messages: Vec<Message> = letters
+        .iter()
+        .map(|letter| {
+            let mut message = letter.message.clone();
+            message.topic = letter
+                .message
+                .headers
+                .get_str(dlq_header::ORIGIN_TOPIC)
+                .map(str::to_owned)
+                .or_else(|| letter.message.topic.strip_suffix(".dlq").map(str::to_owned))
+                .unwrap_or_else(|| letter.message.topic.clone());
+            message
+                .headers
+                .0
+                .retain(|(name, _)| !name.starts_with("dlq-"));
+            message
+        })
+        .collect();
+    let count = messages.len();
+    bus.publish(messages).await?;
+    Ok(count)
+}

@@ -1,0 +1,259 @@
+//! The shared consume loop against real PostgreSQL and a real broker: deduplication, retries,
+//! dead letters and redrive.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use oms_saga::{
+    bus::{EventBus, Headers, Message, TopicSpec},
+    consumer::{self, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
+    event::{Event, EventRecord, JsonCodec},
+    testing::{self, TestDatabase},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders");
+
+/// What the test events ask of the handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Task {
+    key: String,
+    /// "ok", "reject" (until `accept_rejected` is set), or "flaky" (fails transiently twice).
+    mode: String,
+}
+
+impl Event for Task {
+    const TYPE: &'static str = "Task";
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    flaky_failures: AtomicUsize,
+    accept_rejected: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
+        let task: Task = event
+            .payload_as()
+            .ok_or_else(|| HandlerError::Poison(format!("unexpected {}", event.event_type)))?
+            .map_err(|e| HandlerError::Poison(e.to_string()))?;
+        match task.mode.as_str() {
+            "reject" if !self.accept_rejected.load(Ordering::SeqCst) => {
+                return Err(HandlerError::Poison(format!(
+                    "{} is not acceptable",
+                    task.key
+                )));
+            }
+            "flaky" if self.flaky_failures.fetch_add(1, Ordering::SeqCst) < 2 => {
+                return Err(HandlerError::Transient("the database blinked".into()));
+            }
+            _ => {}
+        }
+        sqlx::query("INSERT INTO effects (event_id, key) VALUES ($1, $2)")
+            .bind(event.event_id)
+            .bind(&task.key)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Fixture {
+    db: TestDatabase,
+    bus: Arc<dyn EventBus>,
+    topic: String,
+    recorder: Arc<Recorder>,
+    group: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let db = testing::database(&MIGRATOR).await;
+        sqlx::query("CREATE TABLE effects (event_id UUID NOT NULL, key TEXT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .expect("effects table");
+        let (_, bus) = testing::kafka_bus().await;
+        let topic = testing::unique("tasks");
+        bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
+            .await
+            .expect("topic");
+        Self {
+            db,
+            bus,
+            topic,
+            recorder: Arc::default(),
+            group: testing::unique("worker"),
+        }
+    }
+
+    fn start(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<oms_saga::Result<()>>,
+    ) {
+        let config = ConsumerConfig {
+            group: self.group.clone(),
+            topics: vec![self.topic.clone()],
+            max_attempts: 3,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        let consumer = Consumer::new(
+            self.db.pool.clone(),
+            self.bus.clone(),
+            Arc::new(JsonCodec),
+            self.recorder.clone(),
+            config,
+        );
+        let stop = CancellationToken::new();
+        (
+            stop.clone(),
+            tokio::spawn(consumer.run(stop.cancelled_owned())),
+        )
+    }
+
+    fn task(&self, key: &str, mode: &str) -> EventRecord {
+        EventRecord::new(
+            &self.topic,
+            &Task {
+                key: key.into(),
+                mode: mode.into(),
+            },
+        )
+    }
+
+    async fn publish(&self, records: &[&EventRecord]) {
+        let messages = records
+            .iter()
+            .map(|r| r.to_message(&JsonCodec).expect("encode"))
+            .collect();
+        self.bus.publish(messages).await.expect("publish");
+    }
+
+    async fn effects(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT key FROM effects ORDER BY key")
+            .fetch_all(&self.db.pool)
+            .await
+            .expect("effects")
+    }
+
+    async fn wait_for_effects(&self, expected: &[&str]) {
+        testing::eventually(
+            Duration::from_secs(30),
+            &format!("effects {expected:?}"),
+            || async { (self.effects().await == expected).then_some(()) },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_or_duplicated_event_changes_nothing() {
+    let fx = Fixture::new().await;
+    let a = fx.task("a", "ok");
+    let b = fx.task("b", "ok");
+    fx.publish(&[&a, &a, &b]).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_effects(&["a", "b"]).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+
+    // The same events again, to a new consumer in the same group: nothing changes.
+    fx.publish(&[&b, &a]).await;
+    let c = fx.task("c", "ok");
+    fx.publish(&[&c]).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_effects(&["a", "b", "c"]).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = $1")
+        .bind(&fx.group)
+        .fetch_one(&fx.db.pool)
+        .await
+        .expect("inbox");
+    assert_eq!(inbox, 3);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_until_the_event_is_handled() {
+    let fx = Fixture::new().await;
+    let flaky = fx.task("flaky", "flaky");
+    fx.publish(&[&fx.task("before", "ok"), &flaky, &fx.task("next", "ok")])
+        .await;
+    let (stop, task) = fx.start();
+    fx.wait_for_effects(&["before", "flaky", "next"]).await;
+    assert_eq!(
+        fx.recorder.flaky_failures.load(Ordering::SeqCst),
+        3,
+        "two failures, then success"
+    );
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+}
+
+#[tokio::test]
+async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_on() {
+    let fx = Fixture::new().await;
+    let rejected = fx.task("rejected", "reject");
+    fx.publish(&[&rejected]).await;
+    let garbage = Message {
+        topic: fx.topic.clone(),
+        key: "rejected".into(),
+        payload: b"\x00\x00\x00\x00\x01not json".to_vec(),
+        headers: Headers::default(),
+    };
+    fx.bus
+        .publish(vec![garbage])
+        .await
+        .expect("publish garbage");
+    fx.publish(&[&fx.task("rejected", "ok")]).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_effects(&["rejected"]).await;
+
+    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
+        .await
+        .expect("dlq");
+    assert_eq!(letters.len(), 2, "the rejected event and the garbage");
+    let headers =
+        |i: usize, name: &str| letters[i].message.headers.get_str(name).map(str::to_owned);
+    assert_eq!(headers(0, "event-id"), Some(rejected.event_id.to_string()));
+    assert_eq!(
+        headers(0, dlq_header::REASON).as_deref(),
+        Some("rejected is not acceptable")
+    );
+    assert_eq!(headers(0, dlq_header::ATTEMPTS).as_deref(), Some("3"));
+    assert_eq!(headers(0, dlq_header::ORIGIN_TOPIC), Some(fx.topic.clone()));
+    assert_eq!(headers(0, dlq_header::CONSUMER), Some(fx.group.clone()));
+    assert!(headers(0, dlq_header::ORIGIN_OFFSET).is_some());
+    assert!(
+        headers(1, dlq_header::REASON).is_some_and(|r| r.contains("event-id")),
+        "garbage says why"
+    );
+    assert_eq!(letters[1].message.payload, b"\x00\x00\x00\x00\x01not json");
+
+    // Once the cause is repaired, a redrive of the rejected event succeeds; the garbage would
+    // only come back, so it stays.
+    fx.recorder.accept_rejected.store(true, Ordering::SeqCst);
+    let redriven = consumer::redrive(fx.bus.as_ref(), &letters[..1])
+        .await
+        .expect("redrive");
+    assert_eq!(redriven, 1);
+    fx.wait_for_effects(&["rejected", "rejected"]).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+}
