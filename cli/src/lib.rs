@@ -1,10 +1,15 @@
-//! The OMS command line. `oms tail TOPIC` is the console consumer: it prints each event on a
-//! topic as one JSON line with its key, headers and decoded body.
+//! The OMS command line.
+//!
+//! - `oms tail TOPIC`: the console consumer; each event as one JSON line with its key, headers
+//!   and decoded body.
+//! - `oms dlq list TOPIC`: the dead letters of TOPIC, with why and where from.
+//! - `oms dlq redrive TOPIC`: sends chosen dead letters (or all) back to TOPIC.
 
 use std::time::Duration;
 
 use oms_saga::{
     bus::{Delivery, EventBus},
+    consumer,
     event::{Codec, header},
 };
 use serde::{Deserialize, Serialize};
@@ -90,4 +95,46 @@ pub async fn tail(
         printed += 1;
     }
     Ok(printed)
+}
+
+/// Prints the dead letters of `topic` as JSON lines; returns them for a redrive.
+pub async fn dlq_list(
+    bus: &dyn EventBus,
+    codec: &dyn Codec,
+    topic: &str,
+    idle: Duration,
+    mut out: impl std::io::Write,
+) -> anyhow::Result<Vec<Delivery>> {
+    let letters = consumer::dead_letters(bus, topic, idle).await?;
+    for letter in &letters {
+        writeln!(out, "{}", render(letter, codec))?;
+    }
+    Ok(letters)
+}
+
+/// Redrives the dead letters of `topic` at `offsets` of its dead-letter topic, or all of them.
+pub async fn dlq_redrive(
+    bus: &dyn EventBus,
+    topic: &str,
+    offsets: &[i64],
+    idle: Duration,
+) -> anyhow::Result<usize> {
+    let letters = consumer::dead_letters(bus, topic, idle).await?;
+    let chosen: Vec<Delivery> = if offsets.is_empty() {
+        letters
+    } else {
+        let missing: Vec<&i64> = offsets
+            .iter()
+            .filter(|o| !letters.iter().any(|l| l.offset == **o))
+            .collect();
+        anyhow::ensure!(
+            missing.is_empty(),
+            "no dead letter at offsets {missing:?} of {topic}.dlq"
+        );
+        letters
+            .into_iter()
+            .filter(|l| offsets.contains(&l.offset))
+            .collect()
+    };
+    Ok(consumer::redrive(bus, &chosen).await?)
 }

@@ -30,6 +30,33 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         idle: Option<Duration>,
     },
+    /// Dead letters: events a consumer could not handle.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Prints the dead letters of TOPIC (from TOPIC.dlq) as JSON lines.
+    List {
+        topic: String,
+        /// Stops reading when no letter came for this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+    },
+    /// Sends dead letters back to TOPIC: those at the given offsets of TOPIC.dlq, or all.
+    Redrive {
+        topic: String,
+        /// An offset in TOPIC.dlq, as `dlq list` shows it; may be repeated.
+        #[arg(long = "offset", required_unless_present = "all")]
+        offsets: Vec<i64>,
+        #[arg(long, conflicts_with = "offsets")]
+        all: bool,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+    },
 }
 
 #[tokio::main]
@@ -40,18 +67,28 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", config::dump("cli", &config));
         return Ok(());
     }
+    let bus = bus::connect(&config.bus)?;
+    let out = std::io::stdout().lock();
     match cli.command {
         Command::Tail { topic, count, idle } => {
-            let bus = bus::connect(&config.bus)?;
-            oms_cli::tail(
-                bus.as_ref(),
-                &JsonCodec,
-                &topic,
-                count,
-                idle,
-                std::io::stdout().lock(),
-            )
-            .await?;
+            oms_cli::tail(bus.as_ref(), &JsonCodec, &topic, count, idle, out).await?;
+        }
+        Command::Dlq {
+            command: DlqCommand::List { topic, idle },
+        } => {
+            oms_cli::dlq_list(bus.as_ref(), &JsonCodec, &topic, idle, out).await?;
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Redrive {
+                    topic,
+                    offsets,
+                    all: _,
+                    idle,
+                },
+        } => {
+            let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
+            eprintln!("redrove {sent} dead letter(s) to {topic}");
         }
     }
     Ok(())

@@ -1,0 +1,87 @@
+//! `oms dlq list` and `oms dlq redrive`, run as the binary, against a real broker.
+
+use std::{process::Command, time::Duration};
+
+use oms_saga::{
+    bus::{Headers, Message, TopicSpec},
+    consumer::{dlq_header, dlq_topic},
+    testing,
+};
+use serde_json::Value;
+
+fn oms(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args([
+            "--set",
+            &format!("bus.kafka.brokers={}", testing::kafka_brokers()),
+        ])
+        .args(args)
+        .output()
+        .expect("run oms");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+fn letter(topic: &str, key: &str, offset: i64) -> Message {
+    let mut headers = Headers::default();
+    headers.insert("event-id", format!("event-{key}"));
+    headers.insert(dlq_header::REASON, "rejected");
+    headers.insert(dlq_header::ORIGIN_TOPIC, topic);
+    headers.insert(dlq_header::ORIGIN_OFFSET, offset.to_string());
+    Message {
+        topic: dlq_topic(topic),
+        key: key.into(),
+        payload: br#"{"n":1}"#.to_vec(),
+        headers,
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_the_chosen_ones_redriven_without_their_dlq_headers() {
+    let (_, bus) = testing::kafka_bus().await;
+    let topic = testing::unique("dlq-cli");
+    bus.ensure_topics(&[
+        TopicSpec::new(&topic, 1),
+        TopicSpec::new(dlq_topic(&topic), 1),
+    ])
+    .await
+    .expect("topics");
+    bus.publish(vec![letter(&topic, "a", 7), letter(&topic, "b", 9)])
+        .await
+        .expect("publish");
+
+    let (ok, listed, err) = oms(&["dlq", "list", &topic]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["key"], "b");
+    assert_eq!(listed[1]["headers"]["dlq-reason"], "rejected");
+    let offset_of_b = listed[1]["offset"].as_i64().expect("offset").to_string();
+
+    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", &offset_of_b]);
+    assert!(ok, "{err}");
+    let back = testing::consume(bus.as_ref(), &topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(back[0].message.key, "b");
+    assert_eq!(back[0].message.headers.get_str("event-id"), Some("event-b"));
+    assert!(
+        back[0]
+            .message
+            .headers
+            .0
+            .iter()
+            .all(|(name, _)| !name.starts_with("dlq-"))
+    );
+
+    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", "999"]);
+    assert!(
+        !ok && err.contains("999"),
+        "an unknown offset is refused: {err}"
+    );
+}
