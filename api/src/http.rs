@@ -44,6 +44,7 @@ pub enum Caller {
 
 pub const ROLE_HEADER: &str = "x-oms-role";
 pub const CUSTOMER_HEADER: &str = "x-oms-customer-id";
+pub const SUBJECT_HEADER: &str = "x-oms-subject";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -158,9 +159,10 @@ async fn place_order(
         );
     }
     let key = idempotency_key(&headers, &order).map_err(IntoResponse::into_response)?;
+    let placed_by = headers.get(SUBJECT_HEADER).and_then(|v| v.to_str().ok());
     let (order, replayed) = state
         .store
-        .place(&order, key.as_ref())
+        .place(&order, key.as_ref(), placed_by)
         .await
         .map_err(IntoResponse::into_response)?;
     let mut response = (StatusCode::CREATED, Json(order)).into_response();

@@ -18,8 +18,9 @@ pub mod store;
 use std::{future::Future, sync::Arc};
 
 use oms_saga::{
+    avro::{self, AvroCodec},
     bus::{self, TopicSpec},
-    event::JsonCodec,
+    event::{Event, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox::Relay,
 };
 use tokio::net::TcpListener;
@@ -31,8 +32,16 @@ pub use error::{Error, Result};
 /// The migrations of the `orders` database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders");
 
-/// Serves the API on `listener` and runs the outbox relay until `shutdown` resolves; then stops
-/// accepting, drains in-flight requests, and stops the relay.
+/// The events this service writes to its topic.
+pub const EVENT_TYPES: [&str; 3] = [
+    OrderPlaced::TYPE,
+    OrderStatusChanged::TYPE,
+    OrderCancelled::TYPE,
+];
+
+/// Registers the service's schemas, then serves the API on `listener` and runs the outbox relay
+/// until `shutdown` resolves; then stops accepting, drains in-flight requests, and stops the
+/// relay. A schema the registry refuses stops the service before it serves anything.
 pub async fn run(
     config: ApiConfig,
     listener: TcpListener,
@@ -43,12 +52,15 @@ pub async fn run(
     let cache = cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
     let store = store::Store::new(pool.clone(), config.topics.orders.clone());
+    avro::register(&config.bus.registry, &config.topics.orders, &EVENT_TYPES).await?;
+    let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
 
     let stop_relay = CancellationToken::new();
     let relay =
-        Relay::new(pool, bus.clone(), Arc::new(JsonCodec), config.relay.clone()).ensuring(vec![
-            TopicSpec::new(&config.topics.orders, config.topics.partitions),
-        ]);
+        Relay::new(pool, bus.clone(), codec, config.relay.clone()).ensuring(vec![TopicSpec::new(
+            &config.topics.orders,
+            config.topics.partitions,
+        )]);
     let relay = tokio::spawn(relay.run(stop_relay.clone().cancelled_owned()));
 
     let state = Arc::new(http::AppState {

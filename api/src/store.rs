@@ -103,10 +103,12 @@ impl Store {
 
     /// Writes a new CREATED order and its OrderPlaced event. With an idempotency key, a repeat of
     /// the same request returns the first order (`true` = replayed).
+    /// `placed_by` is the user the gateway vouched for, if any.
     pub async fn place(
         &self,
         new: &NewOrder,
         idempotency: Option<&IdempotencyKey>,
+        placed_by: Option<&str>,
     ) -> Result<(Order, bool)> {
         if let Some(key) = idempotency
             && let Some(order) = self.replay(new.customer_id, key).await?
@@ -122,6 +124,7 @@ impl Store {
             items: new.items.clone(),
             total: new.total(),
             placed_at,
+            placed_by: placed_by.map(str::to_owned),
         };
         let record = EventRecord::new(&self.orders_topic, &event);
         let mut tx = self.pool.begin().await?;

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use oms_saga::{config::BusConfig, testing};
+use oms_registry::testing::TestRegistry;
+use oms_saga::{avro::AvroCodec, config::BusConfig, testing};
 use tokio_util::sync::CancellationToken;
 
 use crate::ApiConfig;
@@ -13,6 +14,8 @@ pub struct TestApi {
     pub addr: SocketAddr,
     pub config: ApiConfig,
     pub db: testing::TestDatabase,
+    /// The schema registry this API registered its schemas in.
+    pub registry: TestRegistry,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<crate::Result<()>>,
 }
@@ -27,9 +30,11 @@ impl TestApi {
     /// An API on the given bus, after `customise` has adjusted its config.
     pub async fn spawn_with(bus: BusConfig, customise: impl FnOnce(&mut ApiConfig)) -> Self {
         let db = testing::database(&crate::MIGRATOR).await;
+        let registry = TestRegistry::spawn().await;
         let mut config = ApiConfig::default();
         config.database.url = oms_saga::config::Secret::new(db.url.clone());
         config.bus = bus;
+        config.bus.registry.url = registry.url();
         config.topics.orders = testing::unique("orders");
         config.topics.partitions = 3;
         customise(&mut config);
@@ -47,9 +52,15 @@ impl TestApi {
             addr,
             config,
             db,
+            registry,
             stop,
             task,
         }
+    }
+
+    /// A codec on this API's registry, to read its events.
+    pub fn codec(&self) -> AvroCodec {
+        AvroCodec::new(&self.config.bus.registry).expect("codec")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -24,7 +24,7 @@ pub struct CliConfig {
 
 /// One delivery as a JSON line. A body the codec cannot read is shown raw, with the reason,
 /// rather than skipped: a console consumer is for seeing what is really on the topic.
-pub fn render(delivery: &Delivery, codec: &dyn Codec) -> Value {
+pub async fn render(delivery: &Delivery, codec: &dyn Codec) -> Value {
     let message = &delivery.message;
     let headers: Map<String, Value> = message
         .headers
@@ -48,7 +48,7 @@ pub fn render(delivery: &Delivery, codec: &dyn Codec) -> Value {
         "key": message.key,
         "headers": headers,
     });
-    match codec.decode(event_type, &message.payload) {
+    match codec.decode(event_type, &message.payload).await {
         Ok(event) => line["event"] = event,
         Err(reason) => {
             line["undecodable"] =
@@ -90,7 +90,7 @@ pub async fn tail(
             },
             None => subscription.next().await,
         };
-        writeln!(out, "{}", render(&next?, codec))?;
+        writeln!(out, "{}", render(&next?, codec).await)?;
         out.flush()?;
         printed += 1;
     }
@@ -107,7 +107,7 @@ pub async fn dlq_list(
 ) -> anyhow::Result<Vec<Delivery>> {
     let letters = consumer::dead_letters(bus, topic, idle).await?;
     for letter in &letters {
-        writeln!(out, "{}", render(letter, codec))?;
+        writeln!(out, "{}", render(letter, codec).await)?;
     }
     Ok(letters)
 }

@@ -33,7 +33,7 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
         headers: Headers::default(),
     };
     bus.publish(vec![
-        record.to_message(&JsonCodec).expect("encode"),
+        record.to_message(&JsonCodec).await.expect("encode"),
         garbage,
     ])
     .await

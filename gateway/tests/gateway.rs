@@ -10,7 +10,7 @@ use oms_api::testing::TestApi;
 use oms_gateway::{auth::Claims, auth::Role, testing::TestGateway};
 use oms_saga::{
     bus,
-    event::{EventRecord, JsonCodec, OrderPlaced},
+    event::{EventRecord, OrderPlaced},
     testing,
 };
 use reqwest::{RequestBuilder, StatusCode};
@@ -83,9 +83,17 @@ async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published
     )
     .await;
     assert_eq!(delivered[0].message.key, id);
-    let record = EventRecord::from_delivery(&delivered[0], &JsonCodec).expect("event");
+    let codec = api.codec();
+    let record = EventRecord::from_delivery(&delivered[0], &codec)
+        .await
+        .expect("event");
     let placed: OrderPlaced = record.payload_as().expect("OrderPlaced").expect("payload");
     assert_eq!(placed.customer_id, gateway.alice);
+    assert_eq!(
+        placed.placed_by.as_deref(),
+        Some("alice"),
+        "schema v2 carries who placed it"
+    );
 }
 
 #[tokio::test]

@@ -147,6 +147,8 @@ pub struct BusConfig {
     /// Which broker carries the events. Only `kafka` for now.
     pub kind: BusKind,
     pub kafka: KafkaConfig,
+    /// The schema registry that the events' Avro schemas live in, whatever the broker.
+    pub registry: crate::avro::RegistryConfig,
 }
 
 impl Default for BusConfig {
@@ -154,6 +156,7 @@ impl Default for BusConfig {
         Self {
             kind: BusKind::Kafka,
             kafka: KafkaConfig::default(),
+            registry: crate::avro::RegistryConfig::default(),
         }
     }
 }

@@ -217,7 +217,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn settle(&self, delivery: &Delivery) -> Outcome {
-        let record = match EventRecord::from_delivery(delivery, self.codec.as_ref()) {
+        let record = match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
             Ok(record) => record,
             Err(e) => return self.dead_letter(delivery, &e.to_string(), 1).await,
         };

@@ -46,6 +46,12 @@ pub enum Error {
     #[error("http server: {0}")]
     Serve(std::io::Error),
 
+    #[error("the schema registry refused the schema of {subject}: {reason}")]
+    SchemaRefused { subject: String, reason: String },
+
+    #[error("schema registry: {0}")]
+    Registry(String),
+
     #[error("telemetry: {0}")]
     Telemetry(String),
 }

@@ -91,8 +91,8 @@ impl EventRecord {
     }
 
     /// Encodes the record for the bus: the body through the codec, the metadata as headers.
-    pub fn to_message(&self, codec: &dyn Codec) -> Result<Message> {
-        let payload = codec.encode(self).map_err(|reason| Error::Encode {
+    pub async fn to_message(&self, codec: &dyn Codec) -> Result<Message> {
+        let payload = codec.encode(self).await.map_err(|reason| Error::Encode {
             event_type: self.event_type.clone(),
             event_id: self.event_id,
             reason,
@@ -123,7 +123,7 @@ impl EventRecord {
 
     /// Decodes a delivery. Any failure names where the message came from, so that it can be
     /// dead-lettered with its origin.
-    pub fn from_delivery(delivery: &Delivery, codec: &dyn Codec) -> Result<Self> {
+    pub async fn from_delivery(delivery: &Delivery, codec: &dyn Codec) -> Result<Self> {
         let fail = |reason: String| Error::Decode {
             topic: delivery.message.topic.clone(),
             partition: delivery.partition,
@@ -155,6 +155,7 @@ impl EventRecord {
             .ok_or_else(|| fail("no valid occurred-at header".into()))?;
         let payload = codec
             .decode(&event_type, &delivery.message.payload)
+            .await
             .map_err(fail)?;
         Ok(Self {
             event_id,
@@ -170,11 +171,14 @@ impl EventRecord {
     }
 }
 
-/// Turns event payloads into bytes and back. The one seam the wire format goes through.
+/// Turns event payloads into bytes and back. The one seam the wire format goes through: the
+/// services use [`crate::avro::AvroCodec`]; [`JsonCodec`] serves tests of the plumbing itself.
+#[async_trait::async_trait]
 pub trait Codec: Send + Sync + std::fmt::Debug {
     fn content_type(&self) -> &'static str;
-    fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String>;
-    fn decode(
+    async fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String>;
+    /// Decodes a body whose `event-type` header says `event_type`.
+    async fn decode(
         &self,
         event_type: &str,
         bytes: &[u8],
@@ -185,16 +189,17 @@ pub trait Codec: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonCodec;
 
+#[async_trait::async_trait]
 impl Codec for JsonCodec {
     fn content_type(&self) -> &'static str {
         "application/json"
     }
 
-    fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String> {
+    async fn encode(&self, record: &EventRecord) -> std::result::Result<Vec<u8>, String> {
         serde_json::to_vec(&record.payload).map_err(|e| e.to_string())
     }
 
-    fn decode(
+    async fn decode(
         &self,
         _event_type: &str,
         bytes: &[u8],
@@ -272,6 +277,9 @@ pub struct OrderPlaced {
     pub items: Vec<OrderLine>,
     pub total: Decimal,
     pub placed_at: DateTime<Utc>,
+    /// The user who placed it through the gateway (schema v2).
+    #[serde(default)]
+    pub placed_by: Option<String>,
 }
 
 impl Event for OrderPlaced {
@@ -294,6 +302,120 @@ pub struct OrderStatusChanged {
 
 impl Event for OrderStatusChanged {
     const TYPE: &'static str = "OrderStatusChanged";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// An order that held or may hold stock was cancelled; inventory releases its reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub previous_status: OrderStatus,
+    pub reason: String,
+    /// The amount refunded, when the order had been paid.
+    #[serde(default)]
+    pub refund: Option<Decimal>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for OrderCancelled {
+    const TYPE: &'static str = "OrderCancelled";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// A quantity of one product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockLine {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+/// Every line of an order is reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReserved {
+    pub order_id: Uuid,
+    pub items: Vec<StockLine>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for StockReserved {
+    const TYPE: &'static str = "StockReserved";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// A line that could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortLine {
+    pub product_id: String,
+    pub requested: u32,
+    pub available: u32,
+}
+
+/// An order could not be reserved; nothing was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockRejected {
+    pub order_id: Uuid,
+    pub lines: Vec<ShortLine>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for StockRejected {
+    const TYPE: &'static str = "StockRejected";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// A cancelled order's reservation was released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReleased {
+    pub order_id: Uuid,
+    pub items: Vec<StockLine>,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for StockReleased {
+    const TYPE: &'static str = "StockReleased";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+/// A customer was notified about their order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSent {
+    pub notification_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub channel: Channel,
+    pub kind: String,
+    pub causation_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for NotificationSent {
+    const TYPE: &'static str = "NotificationSent";
     fn key(&self) -> String {
         self.order_id.to_string()
     }

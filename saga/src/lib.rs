@@ -4,6 +4,8 @@
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
 //! - [`problem`]: RFC 9457 problem+json errors and extractors that reject with them.
 //! - [`event`]: the envelope every event travels in, and the codec seam that turns it into bytes.
+//! - [`schemas`] and [`avro`]: the events' Avro schemas, and the codec that writes them in the
+//!   Confluent wire format with a schema registry.
 //! - [`bus`]: the [`bus::EventBus`] trait. Kafka is its first adapter; nothing outside `bus::kafka`
 //!   names a broker client type, so a second bus can be added without touching a service.
 //! - [`outbox`]: the transactional outbox: services write events in their own database transaction,
@@ -13,6 +15,7 @@
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
 
+pub mod avro;
 pub mod bus;
 pub mod config;
 pub mod consumer;
@@ -20,6 +23,7 @@ mod error;
 pub mod event;
 pub mod outbox;
 pub mod problem;
+pub mod schemas;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -184,7 +184,7 @@ impl Relay {
             oldest = oldest
                 .min(Some(record.occurred_at))
                 .or(Some(record.occurred_at));
-            messages.push(record.to_message(self.codec.as_ref())?);
+            messages.push(record.to_message(self.codec.as_ref()).await?);
         }
         self.bus.publish(messages).await?;
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")

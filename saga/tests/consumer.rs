@@ -138,10 +138,10 @@ impl Fixture {
     }
 
     async fn publish(&self, records: &[&EventRecord]) {
-        let messages = records
-            .iter()
-            .map(|r| r.to_message(&JsonCodec).expect("encode"))
-            .collect();
+        let mut messages = Vec::with_capacity(records.len());
+        for record in records {
+            messages.push(record.to_message(&JsonCodec).await.expect("encode"));
+        }
         self.bus.publish(messages).await.expect("publish");
     }
 

@@ -74,7 +74,9 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
         testing::consume(bus.as_ref(), &topic, KEYS * STEPS, Duration::from_secs(60)).await;
     let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
     for delivery in &delivered {
-        let record = EventRecord::from_delivery(delivery, &JsonCodec).expect("decode");
+        let record = EventRecord::from_delivery(delivery, &JsonCodec)
+            .await
+            .expect("decode");
         let step: Step = record.payload_as().expect("a Step").expect("payload");
         assert_eq!(delivery.message.key, step.order);
         per_key.entry(step.order).or_default().push(step.n);

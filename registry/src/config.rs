@@ -1,0 +1,23 @@
+use std::net::SocketAddr;
+
+use oms_saga::config::{DatabaseConfig, LogConfig};
+use serde::{Deserialize, Serialize};
+
+/// The registry's settings: the `[registry]` section, or `OMS_REGISTRY__*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database: DatabaseConfig::named("oms_registry"),
+            log: LogConfig::default(),
+        }
+    }
+}
