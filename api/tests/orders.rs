@@ -546,6 +546,46 @@ async fn metric(client: &Client, name: &str) -> f64 {
         .sum()
 }
 
+const CACHE_HITS: &str = "oms_cache_requests_total{result=\"hit\"}";
+const CACHE_ERRORS: &str = "oms_cache_requests_total{result=\"error\"}";
+
+#[tokio::test]
+async fn a_cached_order_is_replaced_on_every_change_and_never_by_an_older_copy() {
+    let client = Client::new().await;
+    let id = json_of(client.place(&order_for(Uuid::new_v4())).await).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/api/orders/{id}");
+    let created = json_of(client.get(&path).await).await;
+    let hits = metric(&client, CACHE_HITS).await;
+    assert_eq!(json_of(client.get(&path).await).await, created);
+    assert!(
+        metric(&client, CACHE_HITS).await > hits,
+        "the second read came from the cache"
+    );
+
+    assert_eq!(
+        client.set_status(&id, "RESERVED").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        json_of(client.get(&path).await).await["status"],
+        "RESERVED",
+        "the change replaced the entry"
+    );
+
+    // A reader that took its copy before the change and stores it after cannot win.
+    let cache = oms_api::cache::OrderCache::new(&client.api.config.cache).expect("cache");
+    let stale: oms_api::store::Order = serde_json::from_value(created).expect("order");
+    cache.put(&stale).await;
+    let read = json_of(client.get(&path).await).await;
+    assert_eq!(
+        (read["status"].as_str(), read["version"].as_i64()),
+        (Some("RESERVED"), Some(2))
+    );
+}
+
 #[tokio::test]
 async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
     let mut redis = testing::dedicated_redis();
@@ -560,73 +600,91 @@ async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
         .as_str()
         .expect("id")
         .to_owned();
-
-    assert_eq!(
-        client.get(&format!("/api/orders/{id}")).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        client.get(&format!("/api/orders/{id}")).await.status(),
-        StatusCode::OK
-    );
-    assert!(
-        metric(&client, "oms_cache_requests_total{result=\"hit\"}").await >= 1.0,
-        "the second read was a cache hit"
-    );
+    let path = format!("/api/orders/{id}");
+    assert_eq!(client.get(&path).await.status(), StatusCode::OK);
 
     redis.kill();
+    let errors = metric(&client, CACHE_ERRORS).await;
     assert_eq!(
         client.set_status(&id, "RESERVED").await.status(),
         StatusCode::OK
     );
-    let read = client.get(&format!("/api/orders/{id}")).await;
+    let read = client.get(&path).await;
     assert_eq!(read.status(), StatusCode::OK);
-    assert_eq!(json_of(read).await["status"], "RESERVED");
+    assert_eq!(
+        json_of(read).await["status"],
+        "RESERVED",
+        "read from PostgreSQL"
+    );
     assert!(
-        metric(&client, "oms_cache_requests_total{result=\"error\"}").await >= 1.0,
+        metric(&client, CACHE_ERRORS).await > errors,
         "the fallback was counted"
     );
 }
 
 #[tokio::test]
 async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it_resumes() {
+    use futures::StreamExt;
     const ORDERS: usize = 200;
     let broker = testing::dedicated_broker();
     let bus_config = testing::kafka_config(&broker.addr.to_string());
     let client = Client::with(TestApi::spawn_with(bus_config.clone(), |_| {}).await);
     let topic = client.api.config.topics.orders.clone();
     let bus = bus::connect(&bus_config).expect("bus");
-    // Let the relay create the topic before the outage.
+    // Before the outage the relay works: a first order's event went out.
+    let first = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
     testing::eventually(
-        Duration::from_secs(20),
-        "the relay to create the topic",
+        Duration::from_secs(30),
+        "the first event to be published",
         || async {
-            client
-                .get("/health/ready")
-                .await
-                .status()
-                .is_success()
-                .then_some(())
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&client.api.db.pool)
+                    .await
+                    .ok()?;
+            (left == 0).then_some(())
         },
     )
     .await;
 
     broker.pause();
-    let placed = futures::future::join_all((0..ORDERS).map(|_| async {
-        let order = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
-        let id = order["id"].as_str().expect("id").to_owned();
-        assert_eq!(
-            client.set_status(&id, "RESERVED").await.status(),
-            StatusCode::OK
-        );
-        id
-    }))
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Sixteen clients at a time, like a busy shop front, each placing and then reserving.
+    let placed: Vec<String> = futures::stream::iter(0..ORDERS)
+        .map(|_| async {
+            let order = client.place(&order_for(Uuid::new_v4())).await;
+            assert_eq!(
+                order.status(),
+                StatusCode::CREATED,
+                "orders are accepted while the broker is paused"
+            );
+            let id = json_of(order).await["id"].as_str().expect("id").to_owned();
+            assert_eq!(
+                client.set_status(&id, "RESERVED").await.status(),
+                StatusCode::OK
+            );
+            id
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&client.api.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        waiting,
+        2 * ORDERS as i64,
+        "every event waits in the outbox during the outage"
+    );
     broker.resume();
 
-    let delivered =
-        testing::consume(bus.as_ref(), &topic, ORDERS * 2, Duration::from_secs(60)).await;
+    let delivered = testing::consume_events(
+        bus.as_ref(),
+        &topic,
+        1 + ORDERS * 2,
+        Duration::from_secs(60),
+    )
+    .await;
     let codec = client.api.codec();
     let mut per_order: HashMap<String, Vec<String>> = HashMap::new();
     for delivery in &delivered {
@@ -638,7 +696,11 @@ async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it
             .or_default()
             .push(record.event_type);
     }
-    assert_eq!(per_order.len(), ORDERS);
+    assert_eq!(per_order.len(), ORDERS + 1);
+    assert_eq!(
+        per_order[first["id"].as_str().expect("id")],
+        ["OrderPlaced"]
+    );
     for id in placed {
         assert_eq!(
             per_order[&id],

@@ -15,6 +15,18 @@ use oms_saga::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Saga(#[from] oms_saga::Error),
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("no dead letter at offsets {offsets:?} of {topic}.dlq")]
+    NoSuchLetters { topic: String, offsets: Vec<i64> },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// The `[cli]` section, or `OMS_CLI__*`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,7 +81,7 @@ pub async fn tail(
     count: Option<usize>,
     idle: Option<Duration>,
     mut out: impl std::io::Write,
-) -> anyhow::Result<usize> {
+) -> Result<usize> {
     // A group of its own, never committed to, so tailing does not move any service's offsets.
     let group = format!("oms-cli-tail-{}", std::process::id());
     let mut subscription = bus.subscribe(&group, &[topic.to_owned()]).await?;
@@ -104,7 +116,7 @@ pub async fn dlq_list(
     topic: &str,
     idle: Duration,
     mut out: impl std::io::Write,
-) -> anyhow::Result<Vec<Delivery>> {
+) -> Result<Vec<Delivery>> {
     let letters = consumer::dead_letters(bus, topic, idle).await?;
     for letter in &letters {
         writeln!(out, "{}", render(letter, codec).await)?;
@@ -118,19 +130,22 @@ pub async fn dlq_redrive(
     topic: &str,
     offsets: &[i64],
     idle: Duration,
-) -> anyhow::Result<usize> {
+) -> Result<usize> {
     let letters = consumer::dead_letters(bus, topic, idle).await?;
     let chosen: Vec<Delivery> = if offsets.is_empty() {
         letters
     } else {
-        let missing: Vec<&i64> = offsets
+        let missing: Vec<i64> = offsets
             .iter()
-            .filter(|o| !letters.iter().any(|l| l.offset == **o))
+            .copied()
+            .filter(|o| !letters.iter().any(|l| l.offset == *o))
             .collect();
-        anyhow::ensure!(
-            missing.is_empty(),
-            "no dead letter at offsets {missing:?} of {topic}.dlq"
-        );
+        if !missing.is_empty() {
+            return Err(Error::NoSuchLetters {
+                topic: topic.to_owned(),
+                offsets: missing,
+            });
+        }
         letters
             .into_iter()
             .filter(|l| offsets.contains(&l.offset))

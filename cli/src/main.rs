@@ -3,9 +3,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use oms_cli::CliConfig;
 use oms_saga::{
+    avro::AvroCodec,
     bus,
     config::{self, ConfigArgs},
-    event::JsonCodec,
 };
 
 /// The OMS command line.
@@ -68,15 +68,16 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let bus = bus::connect(&config.bus)?;
+    let codec = AvroCodec::new(&config.bus.registry)?;
     let out = std::io::stdout().lock();
     match cli.command {
         Command::Tail { topic, count, idle } => {
-            oms_cli::tail(bus.as_ref(), &JsonCodec, &topic, count, idle, out).await?;
+            oms_cli::tail(bus.as_ref(), &codec, &topic, count, idle, out).await?;
         }
         Command::Dlq {
             command: DlqCommand::List { topic, idle },
         } => {
-            oms_cli::dlq_list(bus.as_ref(), &JsonCodec, &topic, idle, out).await?;
+            oms_cli::dlq_list(bus.as_ref(), &codec, &topic, idle, out).await?;
         }
         Command::Dlq {
             command:

@@ -1,6 +1,8 @@
 //! `oms dlq list` and `oms dlq redrive`, run as the binary, against a real broker.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
+
+use tokio::process::Command;
 
 use oms_saga::{
     bus::{Headers, Message, TopicSpec},
@@ -9,7 +11,7 @@ use oms_saga::{
 };
 use serde_json::Value;
 
-fn oms(args: &[&str]) -> (bool, String, String) {
+async fn oms(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_oms"))
         .args([
             "--set",
@@ -17,6 +19,7 @@ fn oms(args: &[&str]) -> (bool, String, String) {
         ])
         .args(args)
         .output()
+        .await
         .expect("run oms");
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
     (
@@ -54,7 +57,7 @@ async fn dead_letters_are_listed_and_the_chosen_ones_redriven_without_their_dlq_
         .await
         .expect("publish");
 
-    let (ok, listed, err) = oms(&["dlq", "list", &topic]);
+    let (ok, listed, err) = oms(&["dlq", "list", &topic]).await;
     assert!(ok, "{err}");
     let listed: Vec<Value> = listed
         .lines()
@@ -65,7 +68,7 @@ async fn dead_letters_are_listed_and_the_chosen_ones_redriven_without_their_dlq_
     assert_eq!(listed[1]["headers"]["dlq-reason"], "rejected");
     let offset_of_b = listed[1]["offset"].as_i64().expect("offset").to_string();
 
-    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", &offset_of_b]);
+    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", &offset_of_b]).await;
     assert!(ok, "{err}");
     let back = testing::consume(bus.as_ref(), &topic, 1, Duration::from_secs(30)).await;
     assert_eq!(back[0].message.key, "b");
@@ -79,7 +82,7 @@ async fn dead_letters_are_listed_and_the_chosen_ones_redriven_without_their_dlq_
             .all(|(name, _)| !name.starts_with("dlq-"))
     );
 
-    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", "999"]);
+    let (ok, _, err) = oms(&["dlq", "redrive", &topic, "--offset", "999"]).await;
     assert!(
         !ok && err.contains("999"),
         "an unknown offset is refused: {err}"

@@ -1,10 +1,12 @@
 //! `oms tail` against a real broker, run as the binary a user runs.
 
-use std::process::Command;
+use tokio::process::Command;
 
+use oms_registry::testing::TestRegistry;
 use oms_saga::{
+    avro::{self, AvroCodec, RegistryConfig},
     bus::{Headers, Message, TopicSpec},
-    event::{EventRecord, JsonCodec, OrderStatus, OrderStatusChanged},
+    event::{Event, EventRecord, OrderStatus, OrderStatusChanged},
     testing,
 };
 use serde_json::Value;
@@ -13,7 +15,15 @@ use uuid::Uuid;
 #[tokio::test]
 async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
     let (_, bus) = testing::kafka_bus().await;
+    let registry = TestRegistry::spawn().await;
+    let registry_config = RegistryConfig {
+        url: registry.url(),
+        ..RegistryConfig::default()
+    };
     let topic = testing::unique("tail");
+    avro::register(&registry_config, &topic, &[OrderStatusChanged::TYPE])
+        .await
+        .expect("register");
     bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
         .await
         .expect("topic");
@@ -33,7 +43,10 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
         headers: Headers::default(),
     };
     bus.publish(vec![
-        record.to_message(&JsonCodec).await.expect("encode"),
+        record
+            .to_message(&AvroCodec::new(&registry_config).expect("codec"))
+            .await
+            .expect("encode"),
         garbage,
     ])
     .await
@@ -44,8 +57,10 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
             "--set",
             &format!("bus.kafka.brokers={}", testing::kafka_brokers()),
         ])
+        .args(["--set", &format!("bus.registry.url={}", registry.url())])
         .args(["tail", &topic, "--count", "2", "--idle", "30s"])
         .output()
+        .await
         .expect("run oms tail");
     assert!(
         output.status.success(),
@@ -57,11 +72,16 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["key"], order_id.to_string());
     assert_eq!(lines[0]["headers"]["event-type"], "OrderStatusChanged");
     assert_eq!(lines[0]["headers"]["event-id"], record.event_id.to_string());
+    assert_eq!(
+        lines[0]["headers"]["content-type"],
+        "application/vnd.confluent.avro"
+    );
     assert_eq!(lines[0]["event"]["newStatus"], "RESERVED");
+    assert_eq!(lines[0]["event"]["orderId"], order_id.to_string());
     assert_eq!(lines[1]["key"], "junk");
     assert!(
         lines[1]["undecodable"]["reason"].is_string(),

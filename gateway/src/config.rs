@@ -14,8 +14,8 @@ pub struct GatewayConfig {
     pub jwt: JwtConfig,
     /// Who may log in. Empty by default: a deployment configures its own users.
     pub users: Vec<UserConfig>,
-    /// Path prefix to upstream base URL. The longest matching prefix wins.
-    pub routes: BTreeMap<String, String>,
+    /// Path prefix to upstream. The longest matching prefix wins.
+    pub routes: BTreeMap<String, RouteConfig>,
     /// How long an upstream may take to accept a connection; a dead one fails this fast.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -32,10 +32,20 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             jwt: JwtConfig::default(),
             users: Vec::new(),
-            routes: BTreeMap::from([(
-                "/api/orders".to_owned(),
-                "http://127.0.0.1:8082".to_owned(),
-            )]),
+            routes: BTreeMap::from([
+                (
+                    "/api/orders".to_owned(),
+                    RouteConfig::Upstream("http://127.0.0.1:8082".into()),
+                ),
+                (
+                    "/api/schemas".to_owned(),
+                    RouteConfig::Route(Route {
+                        upstream: "http://127.0.0.1:8081".into(),
+                        strip_prefix: true,
+                        health_path: Route::default_health_path(),
+                    }),
+                ),
+            ]),
             connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(10),
             max_body_bytes: 256 * 1024,
@@ -101,13 +111,54 @@ impl GatewayConfig {
                 ));
             }
         }
-        for (prefix, upstream) in &self.routes {
+        for (prefix, route) in &self.routes {
             if !prefix.starts_with("/api/") {
                 return Err(format!("route {prefix}: prefixes start with /api/"));
             }
+            let upstream = &route.resolve().upstream;
             reqwest::Url::parse(upstream)
                 .map_err(|e| format!("route {prefix}: {upstream}: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// Where a path prefix goes: an upstream URL, or a table with the details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RouteConfig {
+    Upstream(String),
+    Route(Route),
+}
+
+impl RouteConfig {
+    pub fn resolve(&self) -> Route {
+        match self {
+            RouteConfig::Upstream(upstream) => Route {
+                upstream: upstream.clone(),
+                strip_prefix: false,
+                health_path: Route::default_health_path(),
+            },
+            RouteConfig::Route(route) => route.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub upstream: String,
+    /// Removes the prefix before forwarding, for upstreams that serve at their root (a schema
+    /// registry).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// What readiness asks the upstream.
+    #[serde(default = "Route::default_health_path")]
+    pub health_path: String,
+}
+
+impl Route {
+    pub fn default_health_path() -> String {
+        "/health/live".into()
     }
 }

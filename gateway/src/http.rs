@@ -1,24 +1,24 @@
 //! The gateway's routes: login, then every `/api/**` request checked and forwarded.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::Body,
-    extract::{DefaultBodyLimit, Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
-use oms_saga::problem::{Json, Problem};
-use serde::{Deserialize, Serialize};
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
+use oms_saga::{
+    identity::Role,
+    problem::{Json, Problem},
 };
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Claims, Role, TokenError, Tokens, Users},
+    auth::{Claims, TokenError, Tokens, Users},
+    config::Route,
     policy,
     proxy::Proxy,
 };
@@ -29,37 +29,40 @@ pub struct AppState {
     pub users: Users,
     pub proxy: Proxy,
     /// Path prefixes and their upstreams, longest prefix first.
-    pub routes: Vec<(String, String)>,
+    pub routes: Vec<(String, Route)>,
 }
 
 impl AppState {
-    fn upstream_for(&self, path: &str) -> Option<&str> {
-        self.routes
-            .iter()
-            .find(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    /// The upstream URL for a request path (with its query), by the longest matching prefix.
+    fn upstream_url(&self, path_and_query: &str) -> Option<String> {
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        self.routes.iter().find_map(|(prefix, route)| {
+            let rest = path.strip_prefix(prefix.as_str())?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            let base = route.upstream.trim_end_matches('/');
+            Some(if route.strip_prefix {
+                let tail = &path_and_query[prefix.len()..];
+                if tail.starts_with('/') {
+                    format!("{base}{tail}")
+                } else {
+                    format!("{base}/{tail}")
+                }
+            } else {
+                format!("{base}{path_and_query}")
             })
-            .map(|(_, upstream)| upstream.as_str())
+        })
     }
 }
 
 pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    oms_saga::telemetry::metrics();
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let routes = Router::new()
         .route("/auth/login", post(login))
         .route("/api", any(forward))
         .route("/api/{*rest}", any(forward))
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(oms_saga::server::metrics))
-        .fallback(oms_saga::problem::no_route)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+        .route("/health/ready", get(ready));
+    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,7 +150,11 @@ fn unauthorized(error: TokenError) -> Response {
 
 /// Checks the token, then the role, then forwards. Authentication comes before routing, so an
 /// anonymous caller learns nothing about which routes exist.
-async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+async fn forward(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request<Body>,
+) -> Response {
     let claims: Claims =
         match bearer(request.headers()).and_then(|token| state.tokens.verify(token)) {
             Ok(claims) => claims,
@@ -155,15 +162,16 @@ async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> 
         };
     if policy::requires_admin(request.method(), request.uri().path()) && claims.role != Role::Admin
     {
-        return Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-            .detail("This action is for admins")
-            .into_response();
+        return Problem::forbidden("This action is for admins").into_response();
     }
-    let Some(upstream) = state.upstream_for(request.uri().path()) else {
+    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Some(url) = state.upstream_url(path_and_query) else {
         return Problem::not_found("No such route").into_response();
     };
-    let upstream = upstream.to_owned();
-    state.proxy.forward(&upstream, request, &claims).await
+    state
+        .proxy
+        .forward(url, request, &claims, Some(client))
+        .await
 }
 
 /// Ready when every upstream answers its liveness check; the body names any that does not.
@@ -174,10 +182,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let Ok(client) = client else {
         return Problem::internal().into_response();
     };
-    let checks = futures::future::join_all(state.routes.iter().map(|(prefix, upstream)| {
+    let checks = futures::future::join_all(state.routes.iter().map(|(prefix, route)| {
         let client = client.clone();
         async move {
-            let url = format!("{}/health/live", upstream.trim_end_matches('/'));
+            let url = format!(
+                "{}{}",
+                route.upstream.trim_end_matches('/'),
+                route.health_path
+            );
             let up = client
                 .get(&url)
                 .send()

@@ -43,7 +43,11 @@ pub fn state(config: &GatewayConfig) -> Result<Arc<http::AppState>, Error> {
         .timeout(config.upstream_timeout)
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let mut routes: Vec<(String, String)> = config.routes.clone().into_iter().collect();
+    let mut routes: Vec<(String, config::Route)> = config
+        .routes
+        .iter()
+        .map(|(prefix, route)| (prefix.clone(), route.resolve()))
+        .collect();
     routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(Arc::new(http::AppState {
         tokens: auth::Tokens::new(&config.jwt, secret.expose().as_bytes()),

@@ -9,6 +9,10 @@ pub fn requires_admin(method: &Method, path: &str) -> bool {
     match segments.as_slice() {
         ["", "api", "orders", _, "status"] => method == Method::PUT,
         ["", "api", "orders", _, "cancel"] => method == Method::POST,
+        // Anyone logged in may browse schemas (and look one up, or test compatibility); changing
+        // the registry (registering, config, deleting) is for admins.
+        ["", "api", "schemas", "subjects", _, "versions"] => method == Method::POST,
+        ["", "api", "schemas", ..] => method == Method::PUT || method == Method::DELETE,
         _ => false,
     }
 }
@@ -21,6 +25,31 @@ mod tests {
     fn status_changes_and_cancellations_are_for_admins() {
         assert!(requires_admin(&Method::PUT, "/api/orders/1/status"));
         assert!(requires_admin(&Method::POST, "/api/orders/1/cancel/"));
+    }
+
+    #[test]
+    fn browsing_schemas_is_for_everyone_and_changing_the_registry_for_admins() {
+        assert!(!requires_admin(&Method::GET, "/api/schemas/subjects"));
+        assert!(!requires_admin(
+            &Method::GET,
+            "/api/schemas/subjects/s/versions/latest"
+        ));
+        assert!(!requires_admin(&Method::POST, "/api/schemas/subjects/s"));
+        assert!(!requires_admin(
+            &Method::POST,
+            "/api/schemas/compatibility/subjects/s/versions/1"
+        ));
+        assert!(requires_admin(
+            &Method::POST,
+            "/api/schemas/subjects/s/versions"
+        ));
+        assert!(requires_admin(&Method::PUT, "/api/schemas/config"));
+        assert!(requires_admin(&Method::PUT, "/api/schemas/config/s"));
+        assert!(requires_admin(&Method::DELETE, "/api/schemas/subjects/s"));
+        assert!(requires_admin(
+            &Method::DELETE,
+            "/api/schemas/subjects/s/versions/1"
+        ));
     }
 
     #[test]

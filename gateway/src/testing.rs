@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     GatewayConfig,
     auth::{self, Role},
-    config::UserConfig,
+    config::{RouteConfig, UserConfig},
 };
 
 pub const PASSWORD: &str = "test-password";
@@ -24,7 +24,15 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    pub async fn spawn(routes: BTreeMap<String, String>) -> Self {
+    pub async fn spawn(routes: BTreeMap<String, RouteConfig>) -> Self {
+        Self::spawn_with(routes, |_| {}).await
+    }
+
+    /// A gateway whose config `customise` adjusted first.
+    pub async fn spawn_with(
+        routes: BTreeMap<String, RouteConfig>,
+        customise: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let hash = Secret::new(auth::hash_password(PASSWORD).expect("hash"));
         let user = |name: &str, role, customer_id| UserConfig {
@@ -43,6 +51,7 @@ impl TestGateway {
             ..GatewayConfig::default()
         };
         config.jwt.secret = Some(Secret::new(SECRET));
+        customise(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

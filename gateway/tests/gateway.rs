@@ -7,7 +7,12 @@ use axum::{Router, http::HeaderMap, routing::any};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{EncodingKey, Header};
 use oms_api::testing::TestApi;
-use oms_gateway::{auth::Claims, auth::Role, testing::TestGateway};
+use oms_gateway::{
+    auth::Claims,
+    auth::Role,
+    config::{Route, RouteConfig},
+    testing::TestGateway,
+};
 use oms_saga::{
     bus,
     event::{EventRecord, OrderPlaced},
@@ -19,10 +24,18 @@ use uuid::Uuid;
 
 async fn stack() -> (TestApi, TestGateway) {
     let api = TestApi::spawn().await;
-    let gateway = TestGateway::spawn(BTreeMap::from([(
-        "/api/orders".into(),
-        format!("http://{}", api.addr),
-    )]))
+    let schemas = Route {
+        upstream: api.registry.url(),
+        strip_prefix: true,
+        health_path: "/health/live".into(),
+    };
+    let gateway = TestGateway::spawn(BTreeMap::from([
+        (
+            "/api/orders".into(),
+            RouteConfig::Upstream(format!("http://{}", api.addr)),
+        ),
+        ("/api/schemas".into(), RouteConfig::Route(schemas)),
+    ]))
     .await;
     (api, gateway)
 }
@@ -325,7 +338,7 @@ async fn echo_upstream() -> String {
 async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_only() {
     let gateway = TestGateway::spawn(BTreeMap::from([(
         "/api/orders".into(),
-        echo_upstream().await,
+        RouteConfig::Upstream(echo_upstream().await),
     )]))
     .await;
     let token = gateway.login("bob").await;
@@ -346,6 +359,8 @@ async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_on
     assert_eq!(seen["x-oms-role"], "user");
     assert_eq!(seen["x-oms-customer-id"], gateway.bob.to_string());
     assert_eq!(seen["x-oms-subject"], "bob");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-host"], gateway.addr.to_string());
     assert!(
         seen.get("authorization").is_none(),
         "the token stays at the edge"
@@ -370,8 +385,13 @@ async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_on
 #[tokio::test]
 async fn an_upstream_that_is_down_gets_502_problem_json_without_hanging() {
     let closed = format!("http://127.0.0.1:{}", testing::free_port());
-    let gateway = TestGateway::spawn(BTreeMap::from([("/api/orders".into(), closed)])).await;
+    let gateway = TestGateway::spawn(BTreeMap::from([(
+        "/api/orders".into(),
+        RouteConfig::Upstream(closed),
+    )]))
+    .await;
     let token = gateway.login("alice").await;
+    // Refused connections are answered at once; the client's 10 s bound only catches a hang.
     let body = problem(
         http().get(gateway.url("/api/orders")).bearer_auth(&token),
         StatusCode::BAD_GATEWAY,
@@ -389,9 +409,43 @@ async fn an_upstream_that_is_down_gets_502_problem_json_without_hanging() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_accepts_but_never_answers_gets_504_within_the_route_timeout() {
+    // A listener that accepts connections and never reads or writes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", silent.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let gateway = TestGateway::spawn_with(
+        BTreeMap::from([("/api/orders".into(), RouteConfig::Upstream(upstream))]),
+        |c| {
+            c.upstream_timeout = Duration::from_millis(500);
+        },
+    )
+    .await;
+    let token = gateway.login("alice").await;
+    let body = problem(
+        http().get(gateway.url("/api/orders")).bearer_auth(&token),
+        StatusCode::GATEWAY_TIMEOUT,
+    )
+    .await;
+    assert_eq!(body["type"], "https://oms.dev/problems/upstream-timeout");
+}
+
+#[tokio::test]
 async fn unknown_paths_answer_problem_json_and_anonymous_callers_learn_no_routes() {
     let (_api, gateway) = stack().await;
     problem(http().get(gateway.url("/nothing")), StatusCode::NOT_FOUND).await;
+    problem(
+        http().get(gateway.url("/auth/login")),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
     problem(
         http().get(gateway.url("/api/secret-admin")),
         StatusCode::UNAUTHORIZED,
@@ -405,4 +459,80 @@ async fn unknown_paths_answer_problem_json_and_anonymous_callers_learn_no_routes
         StatusCode::NOT_FOUND,
     )
     .await;
+}
+
+#[tokio::test]
+async fn any_user_browses_the_schema_registry_and_only_admins_change_it() {
+    let (api, gateway) = stack().await;
+    let (alice, admin) = (gateway.login("alice").await, gateway.login("admin").await);
+    let subjects: Vec<String> = http()
+        .get(gateway.url("/api/schemas/subjects"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("subjects");
+    let placed = format!("{}-dev.oms.orders.OrderPlaced", api.config.topics.orders);
+    assert!(
+        subjects.contains(&placed),
+        "the API registered its schemas: {subjects:?}"
+    );
+    let latest: Value = http()
+        .get(gateway.url(&format!("/api/schemas/subjects/{placed}/versions/latest")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("version");
+    assert!(
+        latest["schema"]
+            .as_str()
+            .expect("schema")
+            .contains("placedBy"),
+        "the newest version: {latest}"
+    );
+    problem(
+        http().get(gateway.url("/api/schemas/subjects")),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    let config = json!({ "compatibility": "FULL" });
+    problem(
+        http()
+            .put(gateway.url("/api/schemas/config"))
+            .bearer_auth(&alice)
+            .json(&config),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        http()
+            .delete(gateway.url(&format!("/api/schemas/subjects/{placed}")))
+            .bearer_auth(&alice),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let set = http()
+        .put(gateway.url("/api/schemas/config"))
+        .bearer_auth(&admin)
+        .json(&config)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(set.status(), StatusCode::OK);
+    let level: Value = http()
+        .get(gateway.url("/api/schemas/config"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("config");
+    assert_eq!(level, json!({ "compatibilityLevel": "FULL" }));
 }

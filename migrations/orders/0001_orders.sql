@@ -7,8 +7,7 @@ CREATE TABLE orders (
     status        TEXT NOT NULL CHECK (status IN ('CREATED', 'RESERVED', 'PAID', 'SHIPPED', 'COMPLETED', 'CANCELLED')),
     -- The lines never change after placement, so they live with the order as one document.
     items         JSONB NOT NULL,
-    -- Unconstrained NUMERIC keeps the scale the client used: 4.50 stays 4.50.
-    total         NUMERIC NOT NULL CHECK (total >= 0),
+    total         NUMERIC(24, 4) NOT NULL CHECK (total >= 0),
     status_reason TEXT,
     -- The id of the OrderPlaced event: every later event of this order's saga carries it.
     correlation_id UUID NOT NULL,

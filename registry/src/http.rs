@@ -1,5 +1,5 @@
-//! Confluent's schema registry REST API. Served at the root, where clients built for
-//! Confluent's registry expect it, and under `/api/schemas`, where the gateway routes it.
+//! Confluent's schema registry REST API, served at the root where clients built for Confluent's
+//! registry expect it. The gateway routes `/api/schemas/**` here with the prefix removed.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -57,17 +57,12 @@ fn api() -> Router<Arc<AppState>> {
         )
 }
 
+/// Schemas are small; a megabyte is far more than any real one.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 pub fn app(state: Arc<AppState>) -> Router {
-    oms_saga::telemetry::metrics();
-    Router::new()
-        .merge(api())
-        .nest("/api/schemas", api())
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(oms_saga::server::metrics))
-        .fallback(|| async { Error::BadRequest("no such endpoint".into()) })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+    let routes = api().route("/health/ready", get(ready));
+    oms_saga::server::standard(routes, MAX_BODY_BYTES).with_state(state)
 }
 
 /// A JSON reply with the registry's content type.

@@ -364,13 +364,3 @@ async fn deletes_are_soft_first_and_permanent_only_after() {
         json!([1])
     );
 }
-
-#[tokio::test]
-async fn the_api_is_also_served_under_the_gateway_prefix() {
-    let c = Client::new().await;
-    c.register("s", V1).await;
-    assert_eq!(
-        c.call(Method::GET, "/api/schemas/subjects", None).await.1,
-        json!(["s"])
-    );
-}

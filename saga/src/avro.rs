@@ -13,7 +13,6 @@ use apache_avro::{
     types::Value,
 };
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use schema_registry_converter::{
@@ -83,11 +82,7 @@ pub async fn register(config: &RegistryConfig, topic: &str, event_types: &[&str]
             SchemaType::Avro,
             schema.source.to_owned(),
         );
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(2))
-            .without_max_times()
-            .build();
+        let mut delays = crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             match post_schema(&settings, subject.clone(), supplied.clone()).await {
                 Ok(registered) => {

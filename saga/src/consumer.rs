@@ -15,7 +15,6 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
@@ -156,12 +155,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<H> {
-        ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(self.config.min_backoff)
-            .with_max_delay(self.config.max_backoff)
-            .without_max_times()
-            .build()
+        crate::retry::backoff(self.config.min_backoff, self.config.max_backoff)
     }
 
     /// Consumes until `shutdown` resolves. Stops between events, never inside one.

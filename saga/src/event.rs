@@ -69,7 +69,8 @@ impl EventRecord {
             correlation_id: event_id,
             causation_id: None,
             traceparent: None,
-            payload: serde_json::to_value(event).unwrap_or_default(),
+            // The event types are plain structs with string keys: serialising them cannot fail.
+            payload: serde_json::to_value(event).expect("an event serialises to JSON"),
         }
     }
 

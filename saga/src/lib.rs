@@ -12,6 +12,8 @@
 //!   and the relay publishes them, in order, once the broker acknowledges.
 //! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
+//! - [`identity`]: the headers in which the gateway tells services who the caller is.
+//! - [`retry`]: the backoff policy.
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
 
@@ -21,8 +23,10 @@ pub mod config;
 pub mod consumer;
 mod error;
 pub mod event;
+pub mod identity;
 pub mod outbox;
 pub mod problem;
+pub mod retry;
 pub mod schemas;
 pub mod server;
 pub mod telemetry;

@@ -13,7 +13,6 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -102,27 +101,15 @@ impl Relay {
     /// exponential backoff and jitter; rows are never skipped.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
-        let backoff = || {
-            ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_secs(5))
-                .without_max_times()
-                .build()
-        };
+        let backoff = || crate::retry::backoff(Duration::from_millis(50), Duration::from_secs(5));
         let mut delays = backoff();
         let mut topics_ready = self.topics.is_empty();
         loop {
-            if !topics_ready {
-                match self.bus.ensure_topics(&self.topics).await {
-                    Ok(()) => topics_ready = true,
-                    Err(e) => tracing::warn!(error = %e, "cannot create topics yet; will retry"),
-                }
-            }
-            let step = if topics_ready {
-                self.relay_once().await
-            } else {
-                Err(crate::Error::Bus("topics not created".into()))
+            // Shutdown may interrupt a publish that waits on a dead broker: the transaction rolls
+            // back, and the rows go out again (at least once) after the restart.
+            let step = tokio::select! {
+                _ = &mut shutdown => return,
+                step = self.step(&mut topics_ready) => step,
             };
             let wait = match step {
                 Ok(n) if n as i64 >= self.config.batch_size => Duration::ZERO,
@@ -142,6 +129,15 @@ impl Relay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Creates the topics first if that has not succeeded yet, then relays one batch.
+    async fn step(&self, topics_ready: &mut bool) -> Result<usize> {
+        if !*topics_ready {
+            self.bus.ensure_topics(&self.topics).await?;
+            *topics_ready = true;
+        }
+        self.relay_once().await
     }
 
     /// Publishes one batch; returns how many rows went out.

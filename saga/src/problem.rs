@@ -68,6 +68,18 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(detail)
+    }
+
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "The request body is too large",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,11 +125,7 @@ impl From<JsonRejection> for Problem {
                 "Expected Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too-large",
-                    "The request body is too large",
-                )
+                Problem::too_large()
             }
             other => Problem::bad_request(other.body_text()),
         }
@@ -160,4 +168,13 @@ pub struct Query<T>(pub T);
 /// For `Router::fallback`: unknown routes answer problem+json too.
 pub async fn no_route() -> Problem {
     Problem::not_found("No such route")
+}
+
+/// For `Router::method_not_allowed_fallback`.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
 }

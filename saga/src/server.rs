@@ -3,8 +3,12 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use axum::Router;
+use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, routing::get};
 use tokio::net::TcpListener;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 use crate::{Error, Result};
 
@@ -19,10 +23,14 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)
+    // Connection info lets handlers see the peer address (the gateway's X-Forwarded-For).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(Error::Serve)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -48,4 +56,26 @@ pub async fn shutdown_signal() {
 /// The `/metrics` handler: Prometheus text format.
 pub async fn metrics() -> String {
     crate::telemetry::metrics().render()
+}
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What every service's router has around its own routes: `/health/live` and `/metrics`;
+/// problem+json for unknown routes and methods; a body limit; a request id (kept from the
+/// caller, or made) echoed in the response; and a tracing span per request.
+pub fn standard<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    max_body_bytes: usize,
+) -> Router<S> {
+    crate::telemetry::metrics();
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    routes
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .fallback(crate::problem::no_route)
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

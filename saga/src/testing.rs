@@ -48,7 +48,12 @@ pub async fn database(migrator: &Migrator) -> TestDatabase {
             "PostgreSQL is not reachable at {admin} ({e}); start it or set OMS_TEST_POSTGRES_URL"
         )
     });
-    let name = unique("oms_test").replace('-', "_");
+    // The creation time in the name lets scripts/test drop only the leftovers of ended runs.
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let name = format!("oms_test_{created}_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
@@ -267,4 +272,42 @@ pub async fn consume(
         }
     }
     received
+}
+
+/// Reads `topic` until `count` distinct events (by `event-id` header) arrived, failing after
+/// `limit`; returns each event's first delivery, in arrival order. Delivery is at least once, so
+/// a test that counts events must not count a legitimate redelivery twice.
+pub async fn consume_events(
+    bus: &dyn EventBus,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<crate::bus::Delivery> {
+    let mut subscription = bus
+        .subscribe(&unique("test-consumer"), &[topic.to_owned()])
+        .await
+        .expect("subscribe");
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + limit;
+    while firsts.len() < count {
+        let delivery = match tokio::time::timeout_at(deadline, subscription.next()).await {
+            Ok(Ok(delivery)) => delivery,
+            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
+            Err(_) => panic!(
+                "only {} of {count} events arrived on {topic} within {limit:?}",
+                firsts.len()
+            ),
+        };
+        let id = delivery
+            .message
+            .headers
+            .get_str(crate::event::header::EVENT_ID)
+            .unwrap_or_default()
+            .to_owned();
+        if seen.insert(id) {
+            firsts.push(delivery);
+        }
+    }
+    firsts
 }

@@ -44,6 +44,9 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
+            // Never give up on a message: a timed-out message could leave a gap that a later one
+            // of the same key jumps. The relay waits instead, and shutdown interrupts the wait.
+            .set("message.timeout.ms", "0")
             .create()
             .map_err(bus_err("producer"))?;
         let admin = Self::client_config(config)
@@ -122,8 +125,7 @@ impl EventBus for KafkaBus {
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
-                        self.producer.poll(Duration::from_millis(10));
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
                         return Err(Error::Publish {
