@@ -254,9 +254,14 @@ impl Converter<'_> {
                     return Err(format!("{at}: {text} has more than {scale} decimal places"));
                 }
                 exact.rescale(scale);
-                Value::Decimal(apache_avro::Decimal::from(minimal_be_bytes(
-                    exact.mantissa(),
-                )))
+                let bytes =
+                    decimal_bytes(exact.mantissa(), decimal.precision).ok_or_else(|| {
+                        format!(
+                            "{at}: {text} does not fit decimal({}, {scale})",
+                            decimal.precision
+                        )
+                    })?;
+                Value::Decimal(apache_avro::Decimal::from(bytes))
             }
             Schema::Enum(e) => {
                 let symbol = json.as_str().ok_or_else(wrong)?;
@@ -375,19 +380,26 @@ impl Converter<'_> {
     }
 }
 
-/// Two's complement, big-endian, without redundant sign bytes: Avro's decimal bytes.
-fn minimal_be_bytes(value: i128) -> Vec<u8> {
+/// Avro's decimal bytes: two's complement, big-endian, sign-extended to the width that can hold
+/// `precision` digits. Shorter encodings are valid Avro too, but apache-avro refuses to resolve a
+/// decimal whose byte length could not hold the schema's precision, which would break every Rust
+/// reader that reads with a newer schema. `None` if the value needs more than 16 bytes.
+fn decimal_bytes(value: i128, precision: usize) -> Option<Vec<u8>> {
     let bytes = value.to_be_bytes();
-    let mut start = 0;
-    while start < 15 {
-        let (this, next) = (bytes[start], bytes[start + 1]);
-        if (this == 0x00 && next & 0x80 == 0) || (this == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
+    let mut minimal = 16;
+    while minimal > 1 {
+        let (this, next) = (bytes[16 - minimal], bytes[17 - minimal]);
+        let redundant = (this == 0x00 && next & 0x80 == 0) || (this == 0xff && next & 0x80 != 0);
+        if !redundant {
             break;
         }
+        minimal -= 1;
     }
-    bytes[start..].to_vec()
+    // The smallest n with 2^(8n - 1) - 1 >= 10^precision - 1.
+    let for_precision =
+        (1..=16).find(|&n| ((8 * n - 1) as f64) * std::f64::consts::LOG10_2 >= precision as f64)?;
+    let width = minimal.max(for_precision);
+    Some(bytes[16 - width..].to_vec())
 }
 
 fn from_be_bytes(bytes: &[u8]) -> std::result::Result<i128, String> {
@@ -405,7 +417,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decimal_bytes_are_minimal_twos_complement_and_round_trip() {
+    fn decimal_bytes_are_twos_complement_wide_enough_for_the_precision_and_round_trip() {
         for (value, expected) in [
             (0i128, vec![0x00]),
             (127, vec![0x7f]),
@@ -414,11 +426,18 @@ mod tests {
             (-128, vec![0x80]),
             (-129, vec![0xff, 0x7f]),
         ] {
-            assert_eq!(minimal_be_bytes(value), expected, "{value}");
+            assert_eq!(decimal_bytes(value, 2), Some(expected.clone()), "{value}");
             assert_eq!(from_be_bytes(&expected), Ok(value));
         }
+        // decimal(28, _) needs 12 bytes: small values are sign-extended to that width.
+        assert_eq!(decimal_bytes(1, 28).map(|b| b.len()), Some(12));
+        assert_eq!(decimal_bytes(-1, 28), Some(vec![0xff; 12]));
         let big = 79_228_162_514_264_337_593_543_950_335i128;
-        assert_eq!(from_be_bytes(&minimal_be_bytes(big)), Ok(big));
-        assert_eq!(from_be_bytes(&minimal_be_bytes(-big)), Ok(-big));
+        for value in [big, -big, 400_800, -5] {
+            assert_eq!(
+                from_be_bytes(&decimal_bytes(value, 28).expect("fits")),
+                Ok(value)
+            );
+        }
     }
 }

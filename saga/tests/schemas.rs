@@ -1,0 +1,270 @@
+//! The event contracts: the Rust types and the `.avsc` files cannot drift, and the schema table
+//! covers every file.
+
+use std::{collections::BTreeSet, path::Path};
+
+use apache_avro::{
+    Schema, reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter,
+};
+use chrono::{TimeZone, Utc};
+use oms_saga::{
+    avro::{to_avro, to_json},
+    event::*,
+    schemas,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+#[test]
+fn every_schema_file_is_in_the_table_and_every_entry_has_a_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let mut files = BTreeSet::new();
+    for aggregate in std::fs::read_dir(&root).expect("schemas/") {
+        let aggregate = aggregate.expect("entry").path();
+        if !aggregate.is_dir() {
+            continue;
+        }
+        for event in std::fs::read_dir(&aggregate).expect("aggregate") {
+            for version in std::fs::read_dir(event.expect("event").path()).expect("event") {
+                let path = version.expect("version").path();
+                files.insert(
+                    path.strip_prefix(&root)
+                        .expect("relative")
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let listed: BTreeSet<String> = schemas::ALL
+        .iter()
+        .map(|s| format!("{}/{}/v{}.avsc", s.aggregate, s.event_type, s.version))
+        .collect();
+    assert_eq!(
+        files, listed,
+        "schemas/ and oms_saga::schemas::ALL must list the same files"
+    );
+}
+
+#[test]
+fn every_schema_parses_and_is_the_record_its_event_type_names() {
+    for schema in schemas::ALL {
+        let parsed = schema
+            .parse()
+            .unwrap_or_else(|e| panic!("{} v{}: {e}", schema.event_type, schema.version));
+        let Schema::Record(record) = parsed else {
+            panic!("{} is not a record", schema.event_type)
+        };
+        assert_eq!(record.name.name(), schema.event_type);
+        assert!(
+            record
+                .name
+                .namespace()
+                .is_some_and(|n| n.starts_with("dev.oms.")),
+            "{} has a namespace",
+            schema.event_type
+        );
+        assert!(record.doc.is_some(), "{} is documented", schema.event_type);
+        for field in &record.fields {
+            assert!(
+                field.doc.is_some(),
+                "{}.{} is documented",
+                schema.event_type,
+                field.name
+            );
+        }
+    }
+}
+
+fn write(schema: &Schema, value: Value) -> Vec<u8> {
+    GenericDatumWriter::builder(schema)
+        .build()
+        .expect("writer")
+        .write_value_to_vec(value)
+        .expect("write")
+}
+
+/// Reads a datum written with `writer`, resolved to `reader` when given.
+fn read(writer: &Schema, bytes: &[u8], reader: Option<&Schema>) -> apache_avro::AvroResult<Value> {
+    GenericDatumReader::builder(writer)
+        .maybe_reader_schema(reader)
+        .build()?
+        .read_value(&mut &bytes[..])
+}
+
+/// Writes `event` as Avro with its newest schema and reads it back.
+fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: &E) {
+    let schema = schemas::latest(E::TYPE)
+        .expect("a schema")
+        .parse()
+        .expect("parse");
+    let json = serde_json::to_value(event).expect("json");
+    let value = to_avro(&json, &schema).unwrap_or_else(|e| panic!("{}: {e}", E::TYPE));
+    let bytes = write(&schema, value);
+    let value = read(&schema, &bytes, None).expect("read");
+    let back: E = typed(to_json(&value, &schema).expect("to json"));
+    assert_eq!(&back, event, "{} survives its schema", E::TYPE);
+}
+
+fn typed<E: DeserializeOwned>(json: serde_json::Value) -> E {
+    serde_json::from_value(json).expect("typed")
+}
+
+fn at() -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_764_000_000_123)
+        .single()
+        .expect("time")
+}
+
+#[test]
+fn every_event_type_round_trips_through_its_newest_schema() {
+    let order_id = Uuid::new_v4();
+    let customer_id = Uuid::new_v4();
+    round_trip(&OrderPlaced {
+        order_id,
+        customer_id,
+        items: vec![
+            OrderLine {
+                product_id: "SKU-1".into(),
+                quantity: 3,
+                unit_price: "19.9900".parse().expect("dec"),
+            },
+            OrderLine {
+                product_id: "SKU-2".into(),
+                quantity: 1,
+                unit_price: "0.0000".parse().expect("dec"),
+            },
+        ],
+        total: "59.9700".parse().expect("dec"),
+        placed_at: at(),
+        placed_by: Some("alice".into()),
+    });
+    for (old_status, new_status, reason) in [
+        (OrderStatus::Created, OrderStatus::Reserved, None),
+        (
+            OrderStatus::Reserved,
+            OrderStatus::Cancelled,
+            Some("PAYMENT_TIMEOUT".to_owned()),
+        ),
+    ] {
+        round_trip(&OrderStatusChanged {
+            order_id,
+            old_status,
+            new_status,
+            reason,
+            at: at(),
+        });
+    }
+    round_trip(&OrderCancelled {
+        order_id,
+        customer_id,
+        previous_status: OrderStatus::Paid,
+        reason: "customer asked".into(),
+        refund: Some("12.5000".parse().expect("dec")),
+        at: at(),
+    });
+    let items = vec![StockLine {
+        product_id: "SKU-1".into(),
+        quantity: 2,
+    }];
+    round_trip(&StockReserved {
+        order_id,
+        items: items.clone(),
+        at: at(),
+    });
+    round_trip(&StockRejected {
+        order_id,
+        lines: vec![ShortLine {
+            product_id: "SKU-1".into(),
+            requested: 5,
+            available: 2,
+        }],
+        at: at(),
+    });
+    round_trip(&StockReleased {
+        order_id,
+        items,
+        reason: "OUT_OF_STOCK".into(),
+        at: at(),
+    });
+    round_trip(&NotificationSent {
+        notification_id: Uuid::new_v4(),
+        order_id,
+        customer_id,
+        channel: Channel::Sms,
+        kind: "SHIPPED".into(),
+        causation_id: Uuid::new_v4(),
+        at: at(),
+    });
+}
+
+#[test]
+fn a_value_that_does_not_fit_its_schema_is_refused_with_its_path() {
+    let schema = schemas::latest("OrderPlaced")
+        .expect("schema")
+        .parse()
+        .expect("parse");
+    let mut json = serde_json::to_value(OrderPlaced {
+        order_id: Uuid::new_v4(),
+        customer_id: Uuid::new_v4(),
+        items: vec![OrderLine {
+            product_id: "A".into(),
+            quantity: 1,
+            unit_price: "1".parse().expect("dec"),
+        }],
+        total: "1".parse().expect("dec"),
+        placed_at: at(),
+        placed_by: None,
+    })
+    .expect("json");
+    json["items"][0]["unitPrice"] = "0.00001".into();
+    let error = to_avro(&json, &schema).expect_err("too many decimal places");
+    assert!(error.contains("items[0].unitPrice"), "{error}");
+}
+
+fn serialize_with<T: Serialize>(event: &T, schema: &Schema) -> Vec<u8> {
+    let json = serde_json::to_value(event).expect("json");
+    write(schema, to_avro(&json, schema).expect("avro"))
+}
+
+#[test]
+fn order_placed_v2_is_read_by_v1_consumers_and_v2_consumers_read_v1_events() {
+    let v1 = schemas::ALL
+        .iter()
+        .find(|s| s.event_type == "OrderPlaced" && s.version == 1)
+        .expect("v1");
+    let v2 = schemas::latest("OrderPlaced").expect("v2");
+    assert_eq!(v2.version, 2);
+    let (v1, v2) = (v1.parse().expect("v1"), v2.parse().expect("v2"));
+    let event = OrderPlaced {
+        order_id: Uuid::new_v4(),
+        customer_id: Uuid::new_v4(),
+        items: vec![OrderLine {
+            product_id: "A".into(),
+            quantity: 2,
+            unit_price: "3.5000".parse().expect("dec"),
+        }],
+        total: "7.0000".parse().expect("dec"),
+        placed_at: at(),
+        placed_by: Some("bob".into()),
+    };
+
+    // An old consumer (reader v1) reads a new event (writer v2): placedBy is skipped.
+    let new_bytes = serialize_with(&event, &v2);
+    let old_view = read(&v2, &new_bytes, Some(&v1)).expect("v1 reads v2");
+    let old_json = to_json(&old_view, &v1).expect("json");
+    assert!(old_json.get("placedBy").is_none());
+    assert_eq!(old_json["total"], "7.0000");
+
+    // A new consumer (reader v2) reads an old event (writer v1): placedBy takes its default.
+    let old_bytes = serialize_with(&event, &v1);
+    let new_view = read(&v1, &old_bytes, Some(&v2)).expect("v2 reads v1");
+    let read: OrderPlaced = typed(to_json(&new_view, &v2).expect("json"));
+    assert_eq!(
+        read,
+        OrderPlaced {
+            placed_by: None,
+            ..event
+        }
+    );
+}
