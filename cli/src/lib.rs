@@ -63,8 +63,7 @@ pub async fn render(delivery: &Delivery, codec: &dyn Codec) -> Value {
     match codec.decode(event_type, &message.payload).await {
         Ok(event) => line["event"] = event,
         Err(reason) => {
-            line["undecodable"] =
-                json!({ "reason": reason, "raw": String::from_utf8_lossy(&message.payload) });
+            line["undecodable"] = json!({ "reason": reason.reason, "raw": String::from_utf8_lossy(&message.payload) });
         }
     }
     line

@@ -23,6 +23,16 @@ impl TestRegistry {
         Self { addr, db }
     }
 
+    /// Serves the same registry (same database) on another port too, as if it came back there.
+    pub async fn serve_at(&self, port: u16) {
+        let mut config = crate::RegistryConfig::default();
+        config.database.url = oms_saga::config::Secret::new(self.db.url.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        tokio::spawn(crate::run(config, listener, std::future::pending()));
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -25,7 +25,11 @@ use schema_registry_converter::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::{Error, Result, event::Codec, event::EventRecord, schemas};
+use crate::{
+    Error, Result,
+    event::{Codec, DecodeError, EventRecord},
+    schemas,
+};
 
 /// Where the schema registry is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,7 +162,11 @@ impl Codec for AvroCodec {
             .map_err(|e| e.to_string())
     }
 
-    async fn decode(&self, event_type: &str, bytes: &[u8]) -> std::result::Result<Json, String> {
+    async fn decode(
+        &self,
+        event_type: &str,
+        bytes: &[u8],
+    ) -> std::result::Result<Json, DecodeError> {
         if bytes.first() != Some(&0) || bytes.len() < 5 {
             return Err("not Confluent-framed Avro (no magic byte 0 and schema id)".into());
         }
@@ -166,15 +174,20 @@ impl Codec for AvroCodec {
             .decoder
             .decode_with_schema(Some(bytes))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DecodeError {
+                // An unreachable registry is an outage; an unknown schema id is poison.
+                transient: e.retriable,
+                reason: e.to_string(),
+            })?;
         let decoded = decoded.ok_or("an empty body")?;
         let name = decoded.name.as_ref().map(|n| n.name()).unwrap_or_default();
         if !event_type.is_empty() && name != event_type {
             return Err(format!(
                 "the body is a {name}, but the event-type header says {event_type}"
-            ));
+            )
+            .into());
         }
-        to_json(&decoded.value, &decoded.schema.parsed)
+        Ok(to_json(&decoded.value, &decoded.schema.parsed)?)
     }
 }
 

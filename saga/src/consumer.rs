@@ -211,9 +211,17 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn settle(&self, delivery: &Delivery) -> Outcome {
-        let record = match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
-            Ok(record) => record,
-            Err(e) => return self.dead_letter(delivery, &e.to_string(), 1).await,
+        let mut delays = self.backoff();
+        let record = loop {
+            match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
+                Ok(record) => break record,
+                Err(e) if e.is_transient() => {
+                    let delay = delays.next().unwrap_or(self.config.max_backoff);
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot decode yet; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return self.dead_letter(delivery, &e.to_string(), 1).await,
+            }
         };
         let mut delays = self.backoff();
         let mut poison_attempts = 0;

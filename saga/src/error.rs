@@ -41,6 +41,8 @@ pub enum Error {
         partition: i32,
         offset: i64,
         reason: String,
+        /// The bytes may decode later (the schema registry was unreachable).
+        transient: bool,
     },
 
     #[error("http server: {0}")]
@@ -54,6 +56,20 @@ pub enum Error {
 
     #[error("telemetry: {0}")]
     Telemetry(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed: a consumer retries these instead of
+    /// dead-lettering the event.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Decode {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -125,12 +125,14 @@ impl EventRecord {
     /// Decodes a delivery. Any failure names where the message came from, so that it can be
     /// dead-lettered with its origin.
     pub async fn from_delivery(delivery: &Delivery, codec: &dyn Codec) -> Result<Self> {
-        let fail = |reason: String| Error::Decode {
+        let failure = |reason: String, transient: bool| Error::Decode {
             topic: delivery.message.topic.clone(),
             partition: delivery.partition,
             offset: delivery.offset,
             reason,
+            transient,
         };
+        let fail = |reason: String| failure(reason, false);
         let headers = &delivery.message.headers;
         let uuid_header = |name: &str| -> Result<Uuid> {
             let text = headers
@@ -157,7 +159,7 @@ impl EventRecord {
         let payload = codec
             .decode(&event_type, &delivery.message.payload)
             .await
-            .map_err(fail)?;
+            .map_err(|e| failure(e.reason, e.transient))?;
         Ok(Self {
             event_id,
             event_type,
@@ -183,7 +185,36 @@ pub trait Codec: Send + Sync + std::fmt::Debug {
         &self,
         event_type: &str,
         bytes: &[u8],
-    ) -> std::result::Result<serde_json::Value, String>;
+    ) -> std::result::Result<serde_json::Value, DecodeError>;
+}
+
+/// Why a body did not decode, and whether it might later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub reason: String,
+    /// A dependency (the schema registry) was unreachable; the bytes themselves may be fine.
+    pub transient: bool,
+}
+
+impl DecodeError {
+    pub fn poison(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+}
+
+impl From<String> for DecodeError {
+    fn from(reason: String) -> Self {
+        Self::poison(reason)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(reason: &str) -> Self {
+        Self::poison(reason)
+    }
 }
 
 /// Plain JSON bodies.
@@ -204,8 +235,8 @@ impl Codec for JsonCodec {
         &self,
         _event_type: &str,
         bytes: &[u8],
-    ) -> std::result::Result<serde_json::Value, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    ) -> std::result::Result<serde_json::Value, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::poison(e.to_string()))
     }
 }
 
