@@ -4,6 +4,7 @@
 //!   and decoded body.
 //! - `oms dlq list TOPIC`: the dead letters of TOPIC, with why and where from.
 //! - `oms dlq redrive TOPIC`: sends chosen dead letters (or all) back to TOPIC.
+//! - `oms schemas subjects`, `oms schemas show SUBJECT [VERSION]`: browses the schema registry.
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error("no dead letter at offsets {offsets:?} of {topic}.dlq")]
     NoSuchLetters { topic: String, offsets: Vec<i64> },
+    #[error("schema registry at {url}: {message}")]
+    Registry { url: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -151,4 +154,69 @@ pub async fn dlq_redrive(
             .collect()
     };
     Ok(consumer::redrive(bus, &chosen).await?)
+}
+
+/// GETs a registry path and returns its JSON, or the registry's own error message.
+async fn registry_get(registry: &oms_saga::avro::RegistryConfig, path: &str) -> Result<Value> {
+    let url = format!("{}{path}", registry.url.trim_end_matches('/'));
+    let fail = |message: String| Error::Registry {
+        url: registry.url.clone(),
+        message,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(registry.timeout)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| fail(e.to_string()))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(fail(
+            body["message"]
+                .as_str()
+                .map_or_else(|| format!("HTTP {status}"), str::to_owned),
+        ))
+    }
+}
+
+/// The registry's subjects, one per line.
+pub async fn schema_subjects(
+    registry: &oms_saga::avro::RegistryConfig,
+    mut out: impl std::io::Write,
+) -> Result<()> {
+    for subject in registry_get(registry, "/subjects")
+        .await?
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        writeln!(out, "{}", subject.as_str().unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+/// One version of a subject (`latest` by default), with its schema as readable JSON.
+pub async fn schema_show(
+    registry: &oms_saga::avro::RegistryConfig,
+    subject: &str,
+    version: &str,
+    mut out: impl std::io::Write,
+) -> Result<()> {
+    let mut found =
+        registry_get(registry, &format!("/subjects/{subject}/versions/{version}")).await?;
+    if let Some(text) = found["schema"].as_str() {
+        found["schema"] = serde_json::from_str(text).unwrap_or_else(|_| Value::from(text));
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&found).unwrap_or_default()
+    )?;
+    Ok(())
 }

@@ -30,10 +30,27 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         idle: Option<Duration>,
     },
+    /// The schema registry.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
     /// Dead letters: events a consumer could not handle.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Lists the subjects.
+    Subjects,
+    /// Shows one version of a subject: its id and schema.
+    Show {
+        subject: String,
+        #[arg(default_value = "latest")]
+        version: String,
     },
 }
 
@@ -73,6 +90,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Tail { topic, count, idle } => {
             oms_cli::tail(bus.as_ref(), &codec, &topic, count, idle, out).await?;
+        }
+        Command::Schemas {
+            command: SchemasCommand::Subjects,
+        } => {
+            oms_cli::schema_subjects(&config.bus.registry, out).await?;
+        }
+        Command::Schemas {
+            command: SchemasCommand::Show { subject, version },
+        } => {
+            oms_cli::schema_show(&config.bus.registry, &subject, &version, out).await?;
         }
         Command::Dlq {
             command: DlqCommand::List { topic, idle },

@@ -1,0 +1,62 @@
+//! `oms schemas`, run as the binary, against a real registry.
+
+use oms_registry::testing::TestRegistry;
+use oms_saga::{
+    avro::{self, RegistryConfig},
+    event::{Event, OrderPlaced},
+    testing,
+};
+use serde_json::Value;
+use tokio::process::Command;
+
+async fn oms(registry: &TestRegistry, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args(["--set", &format!("bus.registry.url={}", registry.url())])
+        .args(args)
+        .output()
+        .await
+        .expect("run oms");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+#[tokio::test]
+async fn subjects_are_listed_and_a_schema_is_shown_readably() {
+    let registry = TestRegistry::spawn().await;
+    let topic = testing::unique("orders");
+    let config = RegistryConfig {
+        url: registry.url(),
+        ..RegistryConfig::default()
+    };
+    avro::register(&config, &topic, &[OrderPlaced::TYPE])
+        .await
+        .expect("register");
+    let subject = format!("{topic}-dev.oms.orders.OrderPlaced");
+
+    let (ok, listed, err) = oms(&registry, &["schemas", "subjects"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(listed.lines().collect::<Vec<_>>(), [subject.as_str()]);
+
+    let (ok, shown, err) = oms(&registry, &["schemas", "show", &subject]).await;
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["schema"]["name"], "OrderPlaced");
+    assert!(
+        shown["schema"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .any(|f| f["name"] == "placedBy")
+    );
+
+    let (ok, _, err) = oms(&registry, &["schemas", "show", "no-such-subject"]).await;
+    assert!(
+        !ok && err.contains("Subject 'no-such-subject' not found"),
+        "{err}"
+    );
+}
