@@ -23,7 +23,7 @@ use crate::{
     cache::OrderCache,
     domain::{self, NewOrder, OrderStatus, PlaceOrder},
     error::{Error, Result},
-    store::{IdempotencyKey, ListQuery, Order, Store},
+    store::{IdempotencyKey, ListQuery, Order, Origin, Store},
 };
 
 pub const MAX_PAGE: i64 = 200;
@@ -79,6 +79,28 @@ impl Caller {
     }
 }
 
+/// Who made the request and in which trace, for the events it causes.
+#[derive(Debug)]
+pub struct RequestOrigin(pub Origin);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(RequestOrigin(Origin {
+            actor: header(SUBJECT_HEADER),
+            traceparent: header("traceparent"),
+        }))
+    }
+}
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -122,6 +144,7 @@ fn idempotency_key(
 async fn place_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    RequestOrigin(origin): RequestOrigin,
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, Response> {
@@ -132,10 +155,9 @@ async fn place_order(
         );
     }
     let key = idempotency_key(&headers, &order).map_err(IntoResponse::into_response)?;
-    let placed_by = headers.get(SUBJECT_HEADER).and_then(|v| v.to_str().ok());
     let (order, replayed) = state
         .store
-        .place(&order, key.as_ref(), placed_by)
+        .place(&order, key.as_ref(), &origin)
         .await
         .map_err(IntoResponse::into_response)?;
     let mut response = (StatusCode::CREATED, Json(order)).into_response();
@@ -236,6 +258,7 @@ struct StatusChange {
 async fn change_status(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    RequestOrigin(origin): RequestOrigin,
     Path(id): Path<Uuid>,
     Json(change): Json<StatusChange>,
 ) -> Result<Json<Order>> {
@@ -247,7 +270,7 @@ async fn change_status(
         }])
     })?;
     let reason = domain::parse_reason(change.reason).map_err(|e| Error::Validation(vec![e]))?;
-    let order = state.store.change_status(id, to, reason).await?;
+    let order = state.store.change_status(id, to, reason, &origin).await?;
     state.cache.put(&order).await;
     Ok(Json(order))
 }
@@ -261,6 +284,7 @@ struct Cancel {
 async fn cancel_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    RequestOrigin(origin): RequestOrigin,
     Path(id): Path<Uuid>,
     Json(cancel): Json<Cancel>,
 ) -> Result<Json<Order>> {
@@ -275,7 +299,7 @@ async fn cancel_order(
         })?;
     let order = state
         .store
-        .change_status(id, OrderStatus::Cancelled, Some(reason))
+        .change_status(id, OrderStatus::Cancelled, Some(reason), &origin)
         .await?;
     state.cache.put(&order).await;
     Ok(Json(order))

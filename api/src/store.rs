@@ -69,6 +69,15 @@ impl TryFrom<OrderRow> for Order {
 const COLUMNS: &str =
     "id, customer_id, status, items, total, status_reason, version, created_at, updated_at";
 
+/// Where a change comes from, carried into its event.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The user the gateway vouched for, if any.
+    pub actor: Option<String>,
+    /// The W3C trace context of the request.
+    pub traceparent: Option<String>,
+}
+
 /// A client's Idempotency-Key, with a digest of the request it came with.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -103,12 +112,11 @@ impl Store {
 
     /// Writes a new CREATED order and its OrderPlaced event. With an idempotency key, a repeat of
     /// the same request returns the first order (`true` = replayed).
-    /// `placed_by` is the user the gateway vouched for, if any.
     pub async fn place(
         &self,
         new: &NewOrder,
         idempotency: Option<&IdempotencyKey>,
-        placed_by: Option<&str>,
+        origin: &Origin,
     ) -> Result<(Order, bool)> {
         if let Some(key) = idempotency
             && let Some(order) = self.replay(new.customer_id, key).await?
@@ -124,9 +132,10 @@ impl Store {
             items: new.items.clone(),
             total: new.total(),
             placed_at,
-            placed_by: placed_by.map(str::to_owned),
+            placed_by: origin.actor.clone(),
         };
-        let record = EventRecord::new(&self.orders_topic, &event);
+        let record =
+            EventRecord::new(&self.orders_topic, &event).traced(origin.traceparent.as_deref());
         let mut tx = self.pool.begin().await?;
         let row: OrderRow = sqlx::query_as(&format!(
             "INSERT INTO orders (id, customer_id, status, items, total, correlation_id, created_at, updated_at) \
@@ -220,6 +229,7 @@ impl Store {
         id: Uuid,
         to: OrderStatus,
         reason: Option<String>,
+        origin: &Origin,
     ) -> Result<Order> {
         let mut tx = self.pool.begin().await?;
         let current: Option<(String, Uuid)> =
@@ -253,7 +263,9 @@ impl Store {
             reason,
             at: order.updated_at,
         };
-        let record = EventRecord::new(&self.orders_topic, &event).correlated(correlation_id);
+        let record = EventRecord::new(&self.orders_topic, &event)
+            .correlated(correlation_id)
+            .traced(origin.traceparent.as_deref());
         outbox::enqueue(&mut tx, &record).await?;
         tx.commit().await?;
         Ok(order)

@@ -66,9 +66,11 @@ async fn problem(request: RequestBuilder, status: StatusCode) -> Value {
 async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published() {
     let (api, gateway) = stack().await;
     let token = gateway.login("alice").await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let placed = http()
         .post(gateway.url("/api/orders"))
         .bearer_auth(&token)
+        .header("traceparent", traceparent)
         .json(&order_for(gateway.alice))
         .send()
         .await

@@ -26,6 +26,18 @@ pub mod header {
     pub const TRACEPARENT: &str = "traceparent";
 }
 
+/// Whether `text` is a W3C `traceparent`: version, trace id, parent id and flags, in hex.
+pub fn is_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.len() == 4
+        && parts.iter().zip([2, 32, 16, 2]).all(|(part, len)| {
+            part.len() == len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 /// The topic that carries every event of the order aggregate, keyed by order id so that one
 /// order's events stay in order.
 pub const ORDERS_TOPIC: &str = "orders";
@@ -77,6 +89,15 @@ impl EventRecord {
     /// Continues the saga whose first event was `correlation_id`.
     pub fn correlated(mut self, correlation_id: Uuid) -> Self {
         self.correlation_id = correlation_id;
+        self
+    }
+
+    /// Carries the W3C trace context of the span that produced the event; malformed values are
+    /// dropped rather than passed on.
+    pub fn traced(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent
+            .filter(|tp| is_traceparent(tp))
+            .map(str::to_owned);
         self
     }
 
@@ -450,5 +471,22 @@ impl Event for NotificationSent {
     const TYPE: &'static str = "NotificationSent";
     fn key(&self) -> String {
         self.order_id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_trace_contexts_are_carried() {
+        assert!(is_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(!is_traceparent(
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
+        ));
+        assert!(!is_traceparent("00-0af7651916cd43dd-b7ad6b7169203331-01"));
+        assert!(!is_traceparent("garbage"));
     }
 }
