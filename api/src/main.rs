@@ -23,17 +23,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: ApiConfig = config::load("api", &cli.config)?;
-    if cli.config.dump_config {
-        print!("{}", config::dump("api", &config));
+    let Some(config) = config::load_or_dump::<ApiConfig>("api", &cli.config)? else {
         return Ok(());
-    }
+    };
     oms_saga::telemetry::init_logging(&config.log)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            let pool = sqlx::PgPool::connect(config.database.url.expose()).await?;
-            oms_api::MIGRATOR.run(&pool).await?;
-            tracing::info!("orders database migrated");
+            config.database.migrate(&oms_api::MIGRATOR).await?;
+            tracing::info!("database migrated");
         }
         Command::Serve => {
             let listener = oms_saga::server::bind(config.listen).await?;

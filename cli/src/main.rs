@@ -79,11 +79,9 @@ enum DlqCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: CliConfig = config::load("cli", &cli.config)?;
-    if cli.config.dump_config {
-        print!("{}", config::dump("cli", &config));
+    let Some(config) = config::load_or_dump::<CliConfig>("cli", &cli.config)? else {
         return Ok(());
-    }
+    };
     let bus = bus::connect(&config.bus)?;
     let codec = AvroCodec::new(&config.bus.registry)?;
     let out = std::io::stdout().lock();

@@ -1,8 +1,8 @@
 //! `oms dlq list` and `oms dlq redrive`, run as the binary, against a real broker.
 
-use std::time::Duration;
+mod common;
 
-use tokio::process::Command;
+use std::time::Duration;
 
 use oms_saga::{
     bus::{Headers, Message, TopicSpec},
@@ -12,21 +12,12 @@ use oms_saga::{
 use serde_json::Value;
 
 async fn oms(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
-        .args([
-            "--set",
-            &format!("bus.kafka.brokers={}", testing::kafka_brokers()),
-        ])
-        .args(args)
-        .output()
-        .await
-        .expect("run oms");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
-    (
-        output.status.success(),
-        text(output.stdout),
-        text(output.stderr),
+    let run = common::oms(
+        &[format!("bus.kafka.brokers={}", testing::kafka_brokers())],
+        args,
     )
+    .await;
+    (run.ok, run.stdout, run.stderr)
 }
 
 fn letter(topic: &str, key: &str, offset: i64) -> Message {

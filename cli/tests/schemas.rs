@@ -1,5 +1,7 @@
 //! `oms schemas`, run as the binary, against a real registry.
 
+mod common;
+
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
     avro::{self, RegistryConfig},
@@ -7,21 +9,10 @@ use oms_saga::{
     testing,
 };
 use serde_json::Value;
-use tokio::process::Command;
 
 async fn oms(registry: &TestRegistry, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
-        .args(["--set", &format!("bus.registry.url={}", registry.url())])
-        .args(args)
-        .output()
-        .await
-        .expect("run oms");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
-    (
-        output.status.success(),
-        text(output.stdout),
-        text(output.stderr),
-    )
+    let run = common::oms(&[format!("bus.registry.url={}", registry.url())], args).await;
+    (run.ok, run.stdout, run.stderr)
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `oms tail` against a real broker, run as the binary a user runs.
 
-use tokio::process::Command;
+mod common;
 
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
@@ -52,23 +52,18 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
     .await
     .expect("publish");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_oms"))
-        .args([
-            "--set",
-            &format!("bus.kafka.brokers={}", testing::kafka_brokers()),
-        ])
-        .args(["--set", &format!("bus.registry.url={}", registry.url())])
-        .args(["tail", &topic, "--count", "2", "--idle", "30s"])
-        .output()
-        .await
-        .expect("run oms tail");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(output.stdout)
-        .expect("utf-8")
+    let settings = [
+        format!("bus.kafka.brokers={}", testing::kafka_brokers()),
+        format!("bus.registry.url={}", registry.url()),
+    ];
+    let run = common::oms(
+        &settings,
+        &["tail", &topic, "--count", "2", "--idle", "30s"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let lines: Vec<Value> = run
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();

@@ -36,11 +36,9 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let config: GatewayConfig = config::load("gateway", &cli.config)?;
-    if cli.config.dump_config {
-        print!("{}", config::dump("gateway", &config));
+    let Some(config) = config::load_or_dump::<GatewayConfig>("gateway", &cli.config)? else {
         return Ok(());
-    }
+    };
     oms_saga::telemetry::init_logging(&config.log)?;
     let listener = oms_saga::server::bind(config.listen).await?;
     oms_gateway::run(config, listener, oms_saga::server::shutdown_signal()).await?;

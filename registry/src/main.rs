@@ -23,17 +23,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: RegistryConfig = config::load("registry", &cli.config)?;
-    if cli.config.dump_config {
-        print!("{}", config::dump("registry", &config));
+    let Some(config) = config::load_or_dump::<RegistryConfig>("registry", &cli.config)? else {
         return Ok(());
-    }
+    };
     oms_saga::telemetry::init_logging(&config.log)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            let pool = sqlx::PgPool::connect(config.database.url.expose()).await?;
-            oms_registry::MIGRATOR.run(&pool).await?;
-            tracing::info!("registry database migrated");
+            config.database.migrate(&oms_registry::MIGRATOR).await?;
+            tracing::info!("database migrated");
         }
         Command::Serve => {
             let listener = oms_saga::server::bind(config.listen).await?;

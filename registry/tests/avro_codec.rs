@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
     avro::{AvroCodec, RegistryConfig},
-    bus::{Headers, Message, TopicSpec},
+    bus::{Message, TopicSpec},
     consumer::{self, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
     event::{Codec, Event, EventRecord, OrderLine, OrderPlaced, header},
     schemas, testing,
@@ -128,82 +128,122 @@ impl Handler for Recorder {
     }
 }
 
+/// A registry with OrderPlaced registered for a fresh topic, and a worker database.
+struct Fixture {
+    registry: TestRegistry,
+    config: RegistryConfig,
+    db: testing::TestDatabase,
+    bus: Arc<dyn oms_saga::bus::EventBus>,
+    topic: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let registry = TestRegistry::spawn().await;
+        let config = RegistryConfig {
+            url: registry.url(),
+            ..RegistryConfig::default()
+        };
+        let db = testing::database(&ORDERS_MIGRATOR).await;
+        sqlx::query("CREATE TABLE handled (event_id UUID PRIMARY KEY)")
+            .execute(&db.pool)
+            .await
+            .expect("table");
+        let (_, bus) = testing::kafka_bus().await;
+        let topic = testing::unique("orders");
+        bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+            .await
+            .expect("topic");
+        oms_saga::avro::register(&config, &topic, &[OrderPlaced::TYPE])
+            .await
+            .expect("register");
+        Self {
+            registry,
+            config,
+            db,
+            bus,
+            topic,
+        }
+    }
+
+    fn codec(&self) -> AvroCodec {
+        AvroCodec::new(&self.config).expect("codec")
+    }
+
+    /// Starts a worker that decodes with `codec`.
+    fn start(
+        &self,
+        codec: AvroCodec,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<oms_saga::Result<()>>,
+    ) {
+        let config = ConsumerConfig {
+            group: testing::unique("worker"),
+            topics: vec![self.topic.clone()],
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            ..ConsumerConfig::default()
+        };
+        let worker = Consumer::new(
+            self.db.pool.clone(),
+            self.bus.clone(),
+            Arc::new(codec),
+            Recorder,
+            config,
+        );
+        let stop = CancellationToken::new();
+        (
+            stop.clone(),
+            tokio::spawn(worker.run(stop.cancelled_owned())),
+        )
+    }
+
+    async fn handled(&self) -> Vec<Uuid> {
+        sqlx::query_scalar("SELECT event_id FROM handled")
+            .fetch_all(&self.db.pool)
+            .await
+            .expect("handled")
+    }
+
+    async fn wait_until_handled(&self, what: &str, expected: &[Uuid]) {
+        testing::eventually(Duration::from_secs(30), what, || async {
+            (self.handled().await == expected).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn bytes_that_are_not_framed_avro_or_name_an_unknown_schema_are_dead_lettered_and_the_partition_goes_on()
  {
-    let registry = TestRegistry::spawn().await;
-    let config = RegistryConfig {
-        url: registry.url(),
-        ..RegistryConfig::default()
-    };
-    let db = testing::database(&ORDERS_MIGRATOR).await;
-    sqlx::query("CREATE TABLE handled (event_id UUID PRIMARY KEY)")
-        .execute(&db.pool)
-        .await
-        .expect("table");
-    let (_, bus) = testing::kafka_bus().await;
-    let topic = testing::unique("orders");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
-    oms_saga::avro::register(&config, &topic, &[OrderPlaced::TYPE])
-        .await
-        .expect("register");
-    let codec = AvroCodec::new(&config).expect("codec");
-
-    let good = EventRecord::new(&topic, &order(None));
+    let fx = Fixture::new().await;
+    let codec = fx.codec();
+    let good = EventRecord::new(&fx.topic, &order(None));
     let mut headers = good.to_message(&codec).await.expect("encode").headers;
-    headers.insert(header::EVENT_ID, Uuid::new_v4().to_string());
-    let garbage = |payload: Vec<u8>, headers: &Headers| Message {
-        topic: topic.clone(),
-        key: "k".into(),
-        payload,
-        headers: headers.clone(),
+    let mut garbage = |payload: Vec<u8>| {
+        headers.insert(header::EVENT_ID, Uuid::new_v4().to_string());
+        Message {
+            topic: fx.topic.clone(),
+            key: "k".into(),
+            payload,
+            headers: headers.clone(),
+        }
     };
-    let not_framed = garbage(b"{\"orderId\": 1}".to_vec(), &headers);
+    let not_framed = garbage(b"{\"orderId\": 1}".to_vec());
     // Magic byte, then schema id 99999, which the registry never issued.
-    let mut unknown_id = vec![0, 0x00, 0x01, 0x86, 0x9f];
-    unknown_id.extend_from_slice(&[2, 4, 6]);
-    headers.insert(header::EVENT_ID, Uuid::new_v4().to_string());
-    let unknown_schema = garbage(unknown_id, &headers);
-    bus.publish(vec![
+    let unknown_schema = garbage(vec![0, 0x00, 0x01, 0x86, 0x9f, 2, 4, 6]);
+    let messages = vec![
         not_framed,
         unknown_schema,
         good.to_message(&codec).await.expect("encode"),
-    ])
-    .await
-    .expect("publish");
+    ];
+    fx.bus.publish(messages).await.expect("publish");
 
-    let consumer_config = ConsumerConfig {
-        group: testing::unique("worker"),
-        topics: vec![topic.clone()],
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        ..ConsumerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let worker = Consumer::new(
-        db.pool.clone(),
-        bus.clone(),
-        Arc::new(codec),
-        Recorder,
-        consumer_config,
-    );
-    let task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-
-    testing::eventually(
-        Duration::from_secs(30),
-        "the good event after the bad ones",
-        || async {
-            let handled: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM handled")
-                .fetch_all(&db.pool)
-                .await
-                .ok()?;
-            (handled == [good.event_id]).then_some(())
-        },
-    )
-    .await;
-    let letters = consumer::dead_letters(bus.as_ref(), &topic, Duration::from_secs(2))
+    let (stop, task) = fx.start(codec);
+    fx.wait_until_handled("the good event after the bad ones", &[good.event_id])
+        .await;
+    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
         .await
         .expect("dlq");
     let reasons: Vec<&str> = letters
@@ -237,30 +277,12 @@ async fn bytes_that_are_not_framed_avro_or_name_an_unknown_schema_are_dead_lette
 
 #[tokio::test]
 async fn while_the_registry_is_unreachable_events_wait_instead_of_being_dead_lettered() {
-    let registry = TestRegistry::spawn().await;
-    let config = RegistryConfig {
-        url: registry.url(),
-        ..RegistryConfig::default()
-    };
-    let db = testing::database(&ORDERS_MIGRATOR).await;
-    sqlx::query("CREATE TABLE handled (event_id UUID PRIMARY KEY)")
-        .execute(&db.pool)
+    let fx = Fixture::new().await;
+    let event = EventRecord::new(&fx.topic, &order(None));
+    fx.bus
+        .publish(vec![event.to_message(&fx.codec()).await.expect("encode")])
         .await
-        .expect("table");
-    let (_, bus) = testing::kafka_bus().await;
-    let topic = testing::unique("orders");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
-    oms_saga::avro::register(&config, &topic, &[OrderPlaced::TYPE])
-        .await
-        .expect("register");
-    let event = EventRecord::new(&topic, &order(None));
-    let message = event
-        .to_message(&AvroCodec::new(&config).expect("codec"))
-        .await
-        .expect("encode");
-    bus.publish(vec![message]).await.expect("publish");
+        .expect("publish");
 
     // The worker's registry address answers nothing yet.
     let port = testing::free_port();
@@ -268,44 +290,18 @@ async fn while_the_registry_is_unreachable_events_wait_instead_of_being_dead_let
         url: format!("http://127.0.0.1:{port}"),
         ..RegistryConfig::default()
     };
-    let consumer_config = ConsumerConfig {
-        group: testing::unique("worker"),
-        topics: vec![topic.clone()],
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(200),
-        ..ConsumerConfig::default()
-    };
-    let codec = AvroCodec::new(&unreachable).expect("codec");
-    let worker = Consumer::new(
-        db.pool.clone(),
-        bus.clone(),
-        Arc::new(codec),
-        Recorder,
-        consumer_config,
-    );
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-    let handled = || async {
-        sqlx::query_scalar::<_, Uuid>("SELECT event_id FROM handled")
-            .fetch_all(&db.pool)
-            .await
-            .expect("handled")
-    };
+    let (stop, task) = fx.start(AvroCodec::new(&unreachable).expect("codec"));
     // Long enough to join the group and fail to decode many times over.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
-        handled().await.is_empty(),
+        fx.handled().await.is_empty(),
         "nothing can be decoded while the registry is away"
     );
 
-    registry.serve_at(port).await;
-    testing::eventually(
-        Duration::from_secs(30),
-        "the event once the registry answers",
-        || async { (handled().await == [event.event_id]).then_some(()) },
-    )
-    .await;
-    let letters = consumer::dead_letters(bus.as_ref(), &topic, Duration::from_secs(2))
+    fx.registry.serve_at(port).await;
+    fx.wait_until_handled("the event once the registry answers", &[event.event_id])
+        .await;
+    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
         .await
         .expect("dlq");
     assert!(letters.is_empty(), "an outage is not poison: {letters:?}");

@@ -69,6 +69,20 @@ pub fn load<T: DeserializeOwned>(service: &str, args: &ConfigArgs) -> Result<T> 
     section.map_err(|e| Error::Config(e.to_string()))
 }
 
+/// What every binary does first: resolves its section and, with `--dump-config`, prints it and
+/// returns `None` so the binary exits.
+pub fn load_or_dump<T: DeserializeOwned + Serialize>(
+    service: &str,
+    args: &ConfigArgs,
+) -> Result<Option<T>> {
+    let config = load(service, args)?;
+    if args.dump_config {
+        print!("{}", dump(service, &config));
+        return Ok(None);
+    }
+    Ok(Some(config))
+}
+
 /// Renders a resolved configuration for `--dump-config`.
 pub fn dump<T: Serialize>(service: &str, config: &T) -> String {
     let mut root = BTreeMap::new();
@@ -121,6 +135,14 @@ impl DatabaseConfig {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Applies `migrator` to this database (the services' `migrate` command).
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        let pool = sqlx::PgPool::connect(self.url.expose()).await?;
+        migrator.run(&pool).await?;
+        pool.close().await;
+        Ok(())
     }
 
     /// Opens a pool without waiting for the database: a service starts, reports not ready, and

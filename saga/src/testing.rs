@@ -255,23 +255,7 @@ pub async fn consume(
     count: usize,
     limit: Duration,
 ) -> Vec<crate::bus::Delivery> {
-    let mut subscription = bus
-        .subscribe(&unique("test-consumer"), &[topic.to_owned()])
-        .await
-        .expect("subscribe");
-    let mut received = Vec::with_capacity(count);
-    let deadline = tokio::time::Instant::now() + limit;
-    while received.len() < count {
-        match tokio::time::timeout_at(deadline, subscription.next()).await {
-            Ok(Ok(delivery)) => received.push(delivery),
-            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
-            Err(_) => panic!(
-                "only {} of {count} messages arrived on {topic} within {limit:?}",
-                received.len()
-            ),
-        }
-    }
-    received
+    read(bus, topic, count, limit, |_| true).await
 }
 
 /// Reads `topic` until `count` distinct events (by `event-id` header) arrived, failing after
@@ -283,31 +267,44 @@ pub async fn consume_events(
     count: usize,
     limit: Duration,
 ) -> Vec<crate::bus::Delivery> {
+    let mut seen = std::collections::HashSet::new();
+    read(bus, topic, count, limit, |delivery| {
+        seen.insert(
+            delivery
+                .message
+                .headers
+                .get_str(crate::event::header::EVENT_ID)
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    })
+    .await
+}
+
+/// Reads `topic` with a new group until `count` deliveries were kept, failing after `limit`.
+async fn read(
+    bus: &dyn EventBus,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+    mut keep: impl FnMut(&crate::bus::Delivery) -> bool,
+) -> Vec<crate::bus::Delivery> {
     let mut subscription = bus
         .subscribe(&unique("test-consumer"), &[topic.to_owned()])
         .await
         .expect("subscribe");
-    let mut seen = std::collections::HashSet::new();
-    let mut firsts = Vec::with_capacity(count);
+    let mut kept = Vec::with_capacity(count);
     let deadline = tokio::time::Instant::now() + limit;
-    while firsts.len() < count {
-        let delivery = match tokio::time::timeout_at(deadline, subscription.next()).await {
-            Ok(Ok(delivery)) => delivery,
+    while kept.len() < count {
+        match tokio::time::timeout_at(deadline, subscription.next()).await {
+            Ok(Ok(delivery)) if keep(&delivery) => kept.push(delivery),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => panic!("consuming {topic}: {e}"),
             Err(_) => panic!(
-                "only {} of {count} events arrived on {topic} within {limit:?}",
-                firsts.len()
+                "only {} of {count} messages arrived on {topic} within {limit:?}",
+                kept.len()
             ),
-        };
-        let id = delivery
-            .message
-            .headers
-            .get_str(crate::event::header::EVENT_ID)
-            .unwrap_or_default()
-            .to_owned();
-        if seen.insert(id) {
-            firsts.push(delivery);
         }
     }
-    firsts
+    kept
 }
