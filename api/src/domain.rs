@@ -120,11 +120,8 @@ impl NewOrder {
 
 /// A product code: 1 to 64 letters, digits, `-`, `_` or `.`.
 pub fn parse_product_id(text: &str) -> Result<String, String> {
-    let ok = (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    ok.then(|| text.to_owned())
+    oms_saga::event::is_product_id(text)
+        .then(|| text.to_owned())
         .ok_or_else(|| "must be 1 to 64 letters, digits, '-', '_' or '.'".to_owned())
 }
 

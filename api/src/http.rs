@@ -12,7 +12,7 @@ use axum::{
 };
 use oms_saga::{
     bus::EventBus,
-    identity::{CUSTOMER_HEADER, ROLE_HEADER, Role, SUBJECT_HEADER},
+    identity::{Caller, SUBJECT_HEADER},
     problem::{Json, Path, Problem, Query},
 };
 use serde::{Deserialize, Serialize};
@@ -28,56 +28,6 @@ use crate::{
 
 pub const MAX_PAGE: i64 = 200;
 pub const DEFAULT_PAGE: i64 = 50;
-
-/// Who is calling, as the gateway vouches in `x-oms-*` headers after checking the token. The API
-/// listens on a private address; a request without these headers comes from inside (a tool or
-/// another service) and is not scoped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    Internal,
-    Admin,
-    Customer(Uuid),
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        let header = |name| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        match header(ROLE_HEADER)
-            .map(|r| Role::parse(r).ok_or_else(|| Problem::forbidden("Unknown role")))
-        {
-            None => Ok(Caller::Internal),
-            Some(Err(problem)) => Err(problem),
-            Some(Ok(Role::Admin)) => Ok(Caller::Admin),
-            Some(Ok(Role::User)) => header(CUSTOMER_HEADER)
-                .and_then(|c| Uuid::parse_str(c).ok())
-                .map(Caller::Customer)
-                .ok_or_else(|| Problem::forbidden("The caller has no customer id")),
-        }
-    }
-}
-
-impl Caller {
-    fn may_see(self, customer_id: Uuid) -> bool {
-        match self {
-            Caller::Internal | Caller::Admin => true,
-            Caller::Customer(own) => own == customer_id,
-        }
-    }
-
-    fn require_admin(self) -> Result<()> {
-        match self {
-            Caller::Internal | Caller::Admin => Ok(()),
-            Caller::Customer(_) => Err(Error::Forbidden("This action is for admins")),
-        }
-    }
-}
 
 /// Who made the request and in which trace, for the events it causes.
 #[derive(Debug)]
@@ -262,7 +212,9 @@ async fn change_status(
     Path(id): Path<Uuid>,
     Json(change): Json<StatusChange>,
 ) -> Result<Json<Order>> {
-    caller.require_admin()?;
+    caller
+        .require_admin()
+        .map_err(|_| Error::Forbidden("This action is for admins"))?;
     let to: OrderStatus = change.status.parse().map_err(|message| {
         Error::Validation(vec![domain::FieldError {
             field: "status".into(),
@@ -288,7 +240,9 @@ async fn cancel_order(
     Path(id): Path<Uuid>,
     Json(cancel): Json<Cancel>,
 ) -> Result<Json<Order>> {
-    caller.require_admin()?;
+    caller
+        .require_admin()
+        .map_err(|_| Error::Forbidden("This action is for admins"))?;
     let reason = domain::parse_reason(cancel.reason)
         .map_err(|e| Error::Validation(vec![e]))?
         .ok_or_else(|| {

@@ -26,6 +26,14 @@ pub mod header {
     pub const TRACEPARENT: &str = "traceparent";
 }
 
+/// Whether `text` is a product code: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn is_product_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Whether `text` is a W3C `traceparent`: version, trace id, parent id and flags, in hex.
 pub fn is_traceparent(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
@@ -84,6 +92,15 @@ impl EventRecord {
             // The event types are plain structs with string keys: serialising them cannot fail.
             payload: serde_json::to_value(event).expect("an event serialises to JSON"),
         }
+    }
+
+    /// An event written in reaction to `cause`: the same saga (correlation), caused by it, in the
+    /// same trace.
+    pub fn following<E: Event>(topic: &str, event: &E, cause: &EventRecord) -> Self {
+        Self::new(topic, event)
+            .correlated(cause.correlation_id)
+            .caused_by(cause.event_id)
+            .traced(cause.traceparent.as_deref())
     }
 
     /// Continues the saga whose first event was `correlation_id`.

@@ -2,7 +2,11 @@
 //! gateway says who the caller is in these headers, having removed any the client sent. The
 //! services trust them, which is why they listen only where the gateway alone can reach them.
 
+use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::problem::Problem;
 
 /// Every identity header starts with this; the gateway strips all such headers from clients.
 pub const HEADER_PREFIX: &str = "x-oms-";
@@ -30,6 +34,52 @@ impl Role {
             "user" => Some(Role::User),
             "admin" => Some(Role::Admin),
             _ => None,
+        }
+    }
+}
+
+/// Who is calling, as the gateway vouches in the identity headers. A request without them comes
+/// from inside (a tool or another service) and is not scoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Internal,
+    Admin,
+    Customer(Uuid),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        match header(ROLE_HEADER)
+            .map(|r| Role::parse(r).ok_or_else(|| Problem::forbidden("Unknown role")))
+        {
+            None => Ok(Caller::Internal),
+            Some(Err(problem)) => Err(problem),
+            Some(Ok(Role::Admin)) => Ok(Caller::Admin),
+            Some(Ok(Role::User)) => header(CUSTOMER_HEADER)
+                .and_then(|c| Uuid::parse_str(c).ok())
+                .map(Caller::Customer)
+                .ok_or_else(|| Problem::forbidden("The caller has no customer id")),
+        }
+    }
+}
+
+impl Caller {
+    /// Whether the caller may see what belongs to `customer_id`.
+    pub fn may_see(self, customer_id: Uuid) -> bool {
+        match self {
+            Caller::Internal | Caller::Admin => true,
+            Caller::Customer(own) => own == customer_id,
+        }
+    }
+
+    /// Refuses a customer: the action is for admins (and tools inside).
+    pub fn require_admin(self) -> Result<(), Problem> {
+        match self {
+            Caller::Internal | Caller::Admin => Ok(()),
+            Caller::Customer(_) => Err(Problem::forbidden("This action is for admins")),
         }
     }
 }

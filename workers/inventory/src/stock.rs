@@ -1,0 +1,204 @@
+//! The inventory's rules on its own database: an order's lines are reserved all at once or not
+//! at all; a release returns exactly what the order holds, once; shipping turns held stock into
+//! sold stock.
+//!
+//! Each operation locks the stock rows it touches in product order, so concurrent orders for the
+//! same products serialise on those rows (never oversell) and cannot deadlock.
+
+use std::collections::BTreeMap;
+
+use oms_saga::event::{ShortLine, StockLine};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// One product's stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Stock {
+    pub product_id: String,
+    pub available: i32,
+    pub reserved: i32,
+    pub sold: i32,
+}
+
+/// What an order asks for, one entry per product (lines for the same product are summed).
+pub fn wanted(lines: impl IntoIterator<Item = (String, u32)>) -> BTreeMap<String, u32> {
+    let mut wanted = BTreeMap::new();
+    for (product, quantity) in lines {
+        *wanted.entry(product).or_insert(0) += quantity;
+    }
+    wanted
+}
+
+/// The outcome of asking for an order's stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved(Vec<StockLine>),
+    /// Nothing was reserved; these lines lack stock.
+    Rejected(Vec<ShortLine>),
+}
+
+/// Reserves every product of `wanted` for `order_id`, or none.
+pub async fn reserve(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    wanted: &BTreeMap<String, u32>,
+) -> sqlx::Result<Reservation> {
+    let products: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    let available: BTreeMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
+        "SELECT product_id, available FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+    )
+    .bind(&products)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let short: Vec<ShortLine> = wanted
+        .iter()
+        .filter_map(|(product, &requested)| {
+            let have = available.get(product).copied().unwrap_or(0).max(0) as u32;
+            (have < requested).then(|| ShortLine {
+                product_id: product.clone(),
+                requested,
+                available: have,
+            })
+        })
+        .collect();
+    if !short.is_empty() {
+        return Ok(Reservation::Rejected(short));
+    }
+    for (product, &quantity) in wanted {
+        sqlx::query(
+            "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
+             WHERE product_id = $1",
+        )
+        .bind(product)
+        .bind(quantity as i32)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, state) VALUES ($1, $2, $3, 'HELD')")
+            .bind(order_id)
+            .bind(product)
+            .bind(quantity as i32)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Reservation::Reserved(
+        wanted
+            .iter()
+            .map(|(p, &q)| StockLine {
+                product_id: p.clone(),
+                quantity: q,
+            })
+            .collect(),
+    ))
+}
+
+/// Moves what `order_id` holds from `HELD` to `to`, adjusting stock with `stock_change` (SQL
+/// assignments using `$2` for the quantity). Returns what moved; nothing if it held nothing.
+async fn settle(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    to: &str,
+    stock_change: &str,
+) -> sqlx::Result<Vec<StockLine>> {
+    let held: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservations WHERE order_id = $1 AND state = 'HELD' \
+         ORDER BY product_id FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (product, quantity) in &held {
+        sqlx::query(&format!(
+            "UPDATE stock SET {stock_change}, updated_at = now() WHERE product_id = $1"
+        ))
+        .bind(product)
+        .bind(quantity)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE reservations SET state = $2, updated_at = now() WHERE order_id = $1 AND state = 'HELD'")
+        .bind(order_id)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+    Ok(held
+        .into_iter()
+        .map(|(product_id, q)| StockLine {
+            product_id,
+            quantity: q as u32,
+        })
+        .collect())
+}
+
+/// Returns an order's held stock to available. Releasing twice returns nothing the second time.
+pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Vec<StockLine>> {
+    settle(
+        conn,
+        order_id,
+        "RELEASED",
+        "available = available + $2, reserved = reserved - $2",
+    )
+    .await
+}
+
+/// Turns an order's held stock into sold stock.
+pub async fn sell(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Vec<StockLine>> {
+    settle(
+        conn,
+        order_id,
+        "SOLD",
+        "reserved = reserved - $2, sold = sold + $2",
+    )
+    .await
+}
+
+pub async fn list(conn: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Vec<Stock>> {
+    sqlx::query_as("SELECT product_id, available, reserved, sold FROM stock ORDER BY product_id")
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn get(conn: impl sqlx::PgExecutor<'_>, product_id: &str) -> sqlx::Result<Option<Stock>> {
+    sqlx::query_as("SELECT product_id, available, reserved, sold FROM stock WHERE product_id = $1")
+        .bind(product_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Sets how many units are available (a delivery, a count), keeping what is reserved and sold.
+pub async fn set_available(
+    conn: impl sqlx::PgExecutor<'_>,
+    product_id: &str,
+    available: u32,
+) -> sqlx::Result<Stock> {
+    sqlx::query_as(
+        "INSERT INTO stock (product_id, available) VALUES ($1, $2) \
+         ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available, updated_at = now() \
+         RETURNING product_id, available, reserved, sold",
+    )
+    .bind(product_id)
+    .bind(available as i32)
+    .fetch_one(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_for_the_same_product_are_summed_and_ordered() {
+        let wanted = wanted([
+            ("B".to_owned(), 1),
+            ("A".to_owned(), 2),
+            ("B".to_owned(), 3),
+        ]);
+        assert_eq!(
+            wanted.into_iter().collect::<Vec<_>>(),
+            [("A".to_owned(), 2), ("B".to_owned(), 4)]
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The inventory service in the saga, against real PostgreSQL, a real broker and a real
+//! registry. The test plays the order service: it publishes order events as the order API's relay
+//! would, and reads the inventory's answers from its topic.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures::StreamExt;
+use oms_inventory::{stock::Stock, testing::TestInventory};
+use oms_registry::testing::TestRegistry;
+use oms_saga::{
+    avro::{self, AvroCodec},
+    bus::{EventBus, TopicSpec},
+    event::*,
+    testing,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+struct Saga {
+    _registry: TestRegistry,
+    bus: Arc<dyn EventBus>,
+    codec: AvroCodec,
+    orders: String,
+    inventory: TestInventory,
+    http: reqwest::Client,
+}
+
+impl Saga {
+    async fn new() -> Self {
+        let registry = TestRegistry::spawn().await;
+        let mut bus_config = testing::kafka_config(&testing::kafka_brokers());
+        bus_config.registry.url = registry.url();
+        let (_, bus) = testing::kafka_bus().await;
+        let orders = testing::unique("orders");
+        bus.ensure_topics(&[TopicSpec::new(&orders, 3)])
+            .await
+            .expect("orders topic");
+        let order_events = [
+            OrderPlaced::TYPE,
+            OrderStatusChanged::TYPE,
+            OrderCancelled::TYPE,
+        ];
+        avro::register(&bus_config.registry, &orders, &order_events)
+            .await
+            .expect("register");
+        let codec = AvroCodec::new(&bus_config.registry).expect("codec");
+        let inventory = TestInventory::spawn(bus_config, &orders).await;
+        Self {
+            _registry: registry,
+            bus,
+            codec,
+            orders,
+            inventory,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn set_stock(&self, product: &str, available: u32) {
+        let response = self
+            .http
+            .put(self.inventory.url(&format!("/api/inventory/{product}")))
+            .header("x-oms-role", "admin")
+            .json(&json!({ "available": available }))
+            .send()
+            .await
+            .expect("set stock");
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn stock(&self, product: &str) -> Stock {
+        let response = self
+            .http
+            .get(self.inventory.url(&format!("/api/inventory/{product}")))
+            .send()
+            .await;
+        response.expect("get").json().await.expect("stock")
+    }
+
+    async fn publish(&self, records: &[&EventRecord]) {
+        let mut messages = Vec::new();
+        for record in records {
+            messages.push(record.to_message(&self.codec).await.expect("encode"));
+        }
+        self.bus.publish(messages).await.expect("publish");
+    }
+
+    fn placed(&self, lines: &[(&str, u32)]) -> EventRecord {
+        let items: Vec<OrderLine> = lines
+            .iter()
+            .map(|(p, q)| OrderLine {
+                product_id: (*p).into(),
+                quantity: *q,
+                unit_price: "1.00".parse().expect("dec"),
+            })
+            .collect();
+        let placed = OrderPlaced {
+            order_id: Uuid::new_v4(),
+            customer_id: Uuid::new_v4(),
+            total: items
+                .iter()
+                .map(|l| l.unit_price * rust_decimal::Decimal::from(l.quantity))
+                .sum(),
+            items,
+            placed_at: Utc::now(),
+            placed_by: None,
+        };
+        EventRecord::new(&self.orders, &placed)
+    }
+
+    fn cancelled(&self, placed: &EventRecord) -> EventRecord {
+        let order: OrderPlaced = placed.payload_as().expect("placed").expect("payload");
+        let cancelled = OrderCancelled {
+            order_id: order.order_id,
+            customer_id: order.customer_id,
+            previous_status: OrderStatus::Reserved,
+            reason: "customer asked".into(),
+            refund: None,
+            at: Utc::now(),
+        };
+        EventRecord::new(&self.orders, &cancelled).correlated(placed.correlation_id)
+    }
+
+    /// Reads `count` answers from the inventory topic.
+    async fn answers(&self, count: usize) -> Vec<EventRecord> {
+        let delivered = testing::consume_events(
+            self.bus.as_ref(),
+            &self.inventory.config.topic,
+            count,
+            Duration::from_secs(60),
+        )
+        .await;
+        futures::stream::iter(delivered)
+            .then(|d| async move {
+                EventRecord::from_delivery(&d, &self.codec)
+                    .await
+                    .expect("decode")
+            })
+            .collect()
+            .await
+    }
+}
+
+fn stock(product: &str, available: i32, reserved: i32, sold: i32) -> Stock {
+    Stock {
+        product_id: product.into(),
+        available,
+        reserved,
+        sold,
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_reserved_whole_or_not_at_all_and_a_duplicate_changes_nothing() {
+    let saga = Saga::new().await;
+    saga.set_stock("A", 5).await;
+    saga.set_stock("B", 1).await;
+    let too_much = saga.placed(&[("A", 2), ("B", 2)]);
+    let fits = saga.placed(&[("A", 1), ("B", 1), ("A", 1)]);
+    // One after the other: different orders may be handled in either order.
+    saga.publish(&[&too_much]).await;
+    saga.answers(1).await;
+    saga.publish(&[&fits, &fits]).await;
+
+    let answers = saga.answers(2).await;
+    let answer_to = |cause: &EventRecord| {
+        answers
+            .iter()
+            .find(|a| a.causation_id == Some(cause.event_id))
+            .expect("an answer to each order")
+            .clone()
+    };
+    let rejection = answer_to(&too_much);
+    let rejected: StockRejected = rejection
+        .payload_as()
+        .expect("StockRejected")
+        .expect("payload");
+    assert_eq!(
+        rejected.lines,
+        [ShortLine {
+            product_id: "B".into(),
+            requested: 2,
+            available: 1
+        }]
+    );
+    assert_eq!(
+        rejection.correlation_id, too_much.correlation_id,
+        "the answer belongs to the order's saga"
+    );
+    let reserved: StockReserved = answer_to(&fits)
+        .payload_as()
+        .expect("StockReserved")
+        .expect("payload");
+    assert_eq!(
+        reserved.items,
+        [
+            StockLine {
+                product_id: "A".into(),
+                quantity: 2
+            },
+            StockLine {
+                product_id: "B".into(),
+                quantity: 1
+            }
+        ]
+    );
+    assert_eq!(saga.stock("A").await, stock("A", 3, 2, 0));
+    assert_eq!(
+        saga.stock("B").await,
+        stock("B", 0, 1, 0),
+        "the duplicate reserved nothing more"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_orders_for_fifty_units_reserve_exactly_fifty_on_two_instances() {
+    let saga = Saga::new().await;
+    saga.inventory.another_instance().await;
+    saga.set_stock("HOT", 50).await;
+    let orders: Vec<EventRecord> = (0..200).map(|_| saga.placed(&[("HOT", 1)])).collect();
+    saga.publish(&orders.iter().collect::<Vec<_>>()).await;
+
+    let answers = saga.answers(200).await;
+    let reserved = answers
+        .iter()
+        .filter(|a| a.event_type == StockReserved::TYPE)
+        .count();
+    let rejected = answers
+        .iter()
+        .filter(|a| a.event_type == StockRejected::TYPE)
+        .count();
+    assert_eq!((reserved, rejected), (50, 150));
+    let hot = saga.stock("HOT").await;
+    assert_eq!(hot, stock("HOT", 0, 50, 0));
+    assert_eq!(
+        hot.available + hot.reserved + hot.sold,
+        50,
+        "stock is conserved"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_order_releases_exactly_its_reservation_once() {
+    let saga = Saga::new().await;
+    saga.set_stock("A", 4).await;
+    let kept = saga.placed(&[("A", 1)]);
+    let order = saga.placed(&[("A", 2)]);
+    saga.publish(&[&kept, &order]).await;
+    saga.answers(2).await;
+    assert_eq!(saga.stock("A").await, stock("A", 1, 3, 0));
+
+    // Two cancellations (say, an admin's and a deadline's): one release.
+    let (first, second) = (saga.cancelled(&order), saga.cancelled(&order));
+    saga.publish(&[&first, &second]).await;
+    let pool = &saga.inventory.db.pool;
+    testing::eventually(
+        Duration::from_secs(30),
+        "both cancellations to be handled",
+        || async {
+            let handled: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = ANY($1)")
+                    .bind([first.event_id, second.event_id])
+                    .fetch_one(pool)
+                    .await
+                    .ok()?;
+            (handled == 2).then_some(())
+        },
+    )
+    .await;
+    let releases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'StockReleased'")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    assert_eq!(releases, 1, "the second cancellation released nothing");
+    assert_eq!(saga.stock("A").await, stock("A", 3, 1, 0));
+
+    let answers = saga.answers(3).await;
+    let release = answers
+        .iter()
+        .find(|a| a.event_type == StockReleased::TYPE)
+        .expect("a StockReleased");
+    assert_eq!(release.causation_id, Some(first.event_id));
+    let released: StockReleased = release
+        .payload_as()
+        .expect("StockReleased")
+        .expect("payload");
+    assert_eq!(
+        released.items,
+        [StockLine {
+            product_id: "A".into(),
+            quantity: 2
+        }]
+    );
+    assert_eq!(released.reason, "customer asked");
+}
+
+#[tokio::test]
+async fn shipping_turns_reserved_stock_into_sold_stock() {
+    let saga = Saga::new().await;
+    saga.set_stock("A", 3).await;
+    let placed = saga.placed(&[("A", 2)]);
+    saga.publish(&[&placed]).await;
+    saga.answers(1).await;
+    let order: OrderPlaced = placed.payload_as().expect("placed").expect("payload");
+    let shipped = OrderStatusChanged {
+        order_id: order.order_id,
+        old_status: OrderStatus::Paid,
+        new_status: OrderStatus::Shipped,
+        reason: None,
+        at: Utc::now(),
+    };
+    saga.publish(&[&EventRecord::new(&saga.orders, &shipped)])
+        .await;
+    testing::eventually(Duration::from_secs(30), "the sale", || async {
+        (saga.stock("A").await == stock("A", 1, 0, 2)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_http_side_lists_sets_for_admins_and_checks_availability() {
+    let saga = Saga::new().await;
+    saga.set_stock("B", 2).await;
+    saga.set_stock("A", 7).await;
+    let listed: Vec<Stock> = saga
+        .http
+        .get(saga.inventory.url("/api/inventory"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed, [stock("A", 7, 0, 0), stock("B", 2, 0, 0)]);
+
+    let as_user = saga
+        .http
+        .put(saga.inventory.url("/api/inventory/A"))
+        .header("x-oms-role", "user")
+        .header("x-oms-customer-id", Uuid::new_v4().to_string())
+        .json(&json!({ "available": 0 }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(as_user.status(), 403);
+    let bad = saga
+        .http
+        .get(saga.inventory.url("/api/inventory/not%20a%20sku"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 422);
+    let missing = saga
+        .http
+        .get(saga.inventory.url("/api/inventory/NOPE"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let check = |items: Value| {
+        let request = saga
+            .http
+            .post(saga.inventory.url("/api/inventory/availability"))
+            .json(&json!({ "items": items }));
+        async move {
+            request
+                .send()
+                .await
+                .expect("check")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    assert_eq!(
+        check(json!([{ "productId": "A", "quantity": 7 }])).await,
+        json!({ "available": true, "short": [] })
+    );
+    assert_eq!(
+        check(json!([{ "productId": "B", "quantity": 2 }, { "productId": "B", "quantity": 1 }, { "productId": "Z", "quantity": 1 }])).await,
+        json!({ "available": false, "short": [
+            { "productId": "B", "requested": 3, "available": 2 },
+            { "productId": "Z", "requested": 1, "available": 0 }
+        ] })
+    );
+}
