@@ -1,2 +1,3 @@
 -- One database per service.
 CREATE DATABASE oms_orders;
+CREATE DATABASE oms_inventory;

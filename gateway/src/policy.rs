@@ -9,6 +9,7 @@ pub fn requires_admin(method: &Method, path: &str) -> bool {
     match segments.as_slice() {
         ["", "api", "orders", _, "status"] => method == Method::PUT,
         ["", "api", "orders", _, "cancel"] => method == Method::POST,
+        ["", "api", "inventory", product] => method == Method::PUT && *product != "availability",
         // Anyone logged in may browse schemas (and look one up, or test compatibility); changing
         // the registry (registering, config, deleting) is for admins.
         ["", "api", "schemas", "subjects", _, "versions"] => method == Method::POST,
@@ -49,6 +50,17 @@ mod tests {
         assert!(requires_admin(
             &Method::DELETE,
             "/api/schemas/subjects/s/versions/1"
+        ));
+    }
+
+    #[test]
+    fn setting_stock_is_for_admins_and_reading_it_for_everyone() {
+        assert!(requires_admin(&Method::PUT, "/api/inventory/SKU-1"));
+        assert!(!requires_admin(&Method::GET, "/api/inventory/SKU-1"));
+        assert!(!requires_admin(&Method::GET, "/api/inventory"));
+        assert!(!requires_admin(
+            &Method::POST,
+            "/api/inventory/availability"
         ));
     }
 
