@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
-    event::{EventRecord, OrderPlaced, OrderStatusChanged},
+    event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox,
 };
 use rust_decimal::Decimal;
@@ -256,17 +256,42 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let order = Order::try_from(row)?;
-        let event = OrderStatusChanged {
+        let in_saga = |record: EventRecord| {
+            record
+                .correlated(correlation_id)
+                .traced(origin.traceparent.as_deref())
+        };
+        let changed = OrderStatusChanged {
             order_id: id,
             old_status: from,
             new_status: to,
-            reason,
+            reason: reason.clone(),
             at: order.updated_at,
         };
-        let record = EventRecord::new(&self.orders_topic, &event)
-            .correlated(correlation_id)
-            .traced(origin.traceparent.as_deref());
-        outbox::enqueue(&mut tx, &record).await?;
+        outbox::enqueue(
+            &mut tx,
+            &in_saga(EventRecord::new(&self.orders_topic, &changed)),
+        )
+        .await?;
+        if to == OrderStatus::Cancelled {
+            // The compensation trigger. Sent for every cancellation, not only of RESERVED or PAID
+            // orders: the inventory may still be about to reserve a CREATED one, and it handles
+            // one order's events in order, so this releases whatever that reservation took.
+            let cancelled = OrderCancelled {
+                order_id: id,
+                customer_id: order.customer_id,
+                previous_status: from,
+                reason: reason.unwrap_or_else(|| "CANCELLED".to_owned()),
+                // A paid order is refunded in full (simulated: the event is the record).
+                refund: (from == OrderStatus::Paid).then_some(order.total),
+                at: order.updated_at,
+            };
+            outbox::enqueue(
+                &mut tx,
+                &in_saga(EventRecord::new(&self.orders_topic, &cancelled)),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(order)
     }

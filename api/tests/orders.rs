@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use oms_api::testing::TestApi;
 use oms_saga::{
     bus,
-    event::{EventRecord, OrderPlaced, OrderStatusChanged},
+    event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatus, OrderStatusChanged},
     testing,
 };
 use reqwest::{Response, StatusCode};
@@ -370,16 +370,25 @@ async fn status_changes_follow_the_state_machine_and_each_writes_its_event() {
     .fetch_all(&client.api.db.pool)
     .await
     .expect("outbox");
-    let changes: Vec<(String, String)> = events[1..]
+    let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "OrderPlaced",
+            "OrderStatusChanged",
+            "OrderStatusChanged",
+            "OrderStatusChanged",
+            "OrderCancelled"
+        ]
+    );
+    let changes: Vec<(String, String)> = events[1..4]
         .iter()
-        .map(|(kind, payload, _)| {
-            assert_eq!(kind, "OrderStatusChanged");
+        .map(|(_, payload, _)| {
             let change: OrderStatusChanged =
                 serde_json::from_value(payload.clone()).expect("payload");
             (change.old_status.to_string(), change.new_status.to_string())
         })
         .collect();
-    assert_eq!(events[0].0, "OrderPlaced");
     assert_eq!(
         changes,
         [
@@ -388,6 +397,14 @@ async fn status_changes_follow_the_state_machine_and_each_writes_its_event() {
             ("PAID", "CANCELLED")
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    // Cancelling a paid order triggers compensation, with a full (simulated) refund.
+    let cancelled: OrderCancelled = serde_json::from_value(events[4].1.clone()).expect("payload");
+    assert_eq!(cancelled.previous_status, OrderStatus::Paid);
+    assert_eq!(cancelled.reason, "customer asked");
+    assert_eq!(
+        cancelled.refund.map(|r| r.to_string()),
+        order["total"].as_str().map(str::to_owned)
     );
     assert!(
         events
