@@ -7,7 +7,7 @@ use oms_saga::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
 use crate::{
@@ -76,6 +76,8 @@ pub struct Origin {
     pub actor: Option<String>,
     /// The W3C trace context of the request.
     pub traceparent: Option<String>,
+    /// The event that caused the change, when a saga worker makes it.
+    pub cause: Option<Uuid>,
 }
 
 /// A client's Idempotency-Key, with a digest of the request it came with.
@@ -222,8 +224,7 @@ impl Store {
         rows.into_iter().map(Order::try_from).collect()
     }
 
-    /// Moves an order through the state machine and writes OrderStatusChanged with it. The row
-    /// lock serialises changes to one order, so its events enter the outbox in order.
+    /// Moves an order through the state machine in a transaction of its own.
     pub async fn change_status(
         &self,
         id: Uuid,
@@ -232,69 +233,81 @@ impl Store {
         origin: &Origin,
     ) -> Result<Order> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<(String, Uuid)> =
-            sqlx::query_as("SELECT status, correlation_id FROM orders WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (status, correlation_id) = current.ok_or(Error::NotFound(id))?;
-        let from: OrderStatus = status
-            .parse()
-            .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?;
-        let to = domain::transition(from, to).map_err(|transition| Error::IllegalTransition {
-            order_id: id,
-            transition,
-        })?;
-        let row: OrderRow = sqlx::query_as(&format!(
-            "UPDATE orders SET status = $2, status_reason = $3, version = version + 1, \
-             updated_at = date_trunc('milliseconds', clock_timestamp()) \
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(to.as_str())
-        .bind(&reason)
-        .fetch_one(&mut *tx)
-        .await?;
-        let order = Order::try_from(row)?;
-        let in_saga = |record: EventRecord| {
-            record
-                .correlated(correlation_id)
-                .traced(origin.traceparent.as_deref())
-        };
-        let changed = OrderStatusChanged {
-            order_id: id,
-            old_status: from,
-            new_status: to,
-            reason: reason.clone(),
-            at: order.updated_at,
-        };
-        outbox::enqueue(
-            &mut tx,
-            &in_saga(EventRecord::new(&self.orders_topic, &changed)),
-        )
-        .await?;
-        if to == OrderStatus::Cancelled {
-            // The compensation trigger. Sent for every cancellation, not only of RESERVED or PAID
-            // orders: the inventory may still be about to reserve a CREATED one, and it handles
-            // one order's events in order, so this releases whatever that reservation took.
-            let cancelled = OrderCancelled {
-                order_id: id,
-                customer_id: order.customer_id,
-                previous_status: from,
-                reason: reason.unwrap_or_else(|| "CANCELLED".to_owned()),
-                // A paid order is refunded in full (simulated: the event is the record).
-                refund: (from == OrderStatus::Paid).then_some(order.total),
-                at: order.updated_at,
-            };
-            outbox::enqueue(
-                &mut tx,
-                &in_saga(EventRecord::new(&self.orders_topic, &cancelled)),
-            )
-            .await?;
-        }
+        let order = change_status_in(&mut tx, &self.orders_topic, id, to, reason, origin).await?;
         tx.commit().await?;
         Ok(order)
     }
+}
+
+/// Moves an order through the state machine on `tx` (an API request's transaction, or a saga
+/// worker's, beside its inbox record) and writes OrderStatusChanged with it, and OrderCancelled
+/// for a cancellation. The row lock serialises changes to one order, so its events enter the
+/// outbox in order.
+pub async fn change_status_in(
+    tx: &mut PgConnection,
+    orders_topic: &str,
+    id: Uuid,
+    to: OrderStatus,
+    reason: Option<String>,
+    origin: &Origin,
+) -> Result<Order> {
+    let current: Option<(String, Uuid)> =
+        sqlx::query_as("SELECT status, correlation_id FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (status, correlation_id) = current.ok_or(Error::NotFound(id))?;
+    let from: OrderStatus = status
+        .parse()
+        .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?;
+    let to = domain::transition(from, to).map_err(|transition| Error::IllegalTransition {
+        order_id: id,
+        transition,
+    })?;
+    let row: OrderRow = sqlx::query_as(&format!(
+        "UPDATE orders SET status = $2, status_reason = $3, version = version + 1, \
+         updated_at = date_trunc('milliseconds', clock_timestamp()) \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(to.as_str())
+    .bind(&reason)
+    .fetch_one(&mut *tx)
+    .await?;
+    let order = Order::try_from(row)?;
+    let in_saga = |record: EventRecord| {
+        let record = record
+            .correlated(correlation_id)
+            .traced(origin.traceparent.as_deref());
+        match origin.cause {
+            Some(cause) => record.caused_by(cause),
+            None => record,
+        }
+    };
+    let changed = OrderStatusChanged {
+        order_id: id,
+        old_status: from,
+        new_status: to,
+        reason: reason.clone(),
+        at: order.updated_at,
+    };
+    outbox::enqueue(tx, &in_saga(EventRecord::new(orders_topic, &changed))).await?;
+    if to == OrderStatus::Cancelled {
+        // The compensation trigger. Sent for every cancellation, not only of RESERVED or PAID
+        // orders: the inventory may still be about to reserve a CREATED one, and it handles
+        // one order's events in order, so this releases whatever that reservation took.
+        let cancelled = OrderCancelled {
+            order_id: id,
+            customer_id: order.customer_id,
+            previous_status: from,
+            reason: reason.unwrap_or_else(|| "CANCELLED".to_owned()),
+            // A paid order is refunded in full (simulated: the event is the record).
+            refund: (from == OrderStatus::Paid).then_some(order.total),
+            at: order.updated_at,
+        };
+        outbox::enqueue(tx, &in_saga(EventRecord::new(orders_topic, &cancelled))).await?;
+    }
+    Ok(order)
 }
 
 fn scope(customer_id: Uuid, key: &IdempotencyKey) -> String {

@@ -67,6 +67,10 @@ pub trait Handler: Send + Sync {
     /// Applies `event`: its effects and outgoing events are written through `tx`, and commit
     /// together with the inbox record.
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError>;
+
+    /// Runs after the transaction of a handled event committed, for effects outside the
+    /// database (refreshing a cache). Best effort: it cannot undo the commit.
+    async fn after_commit(&self, _event: &EventRecord) {}
 }
 
 /// A shared handler, for workers that keep a handle to inspect or configure it.
@@ -74,6 +78,10 @@ pub trait Handler: Send + Sync {
 impl<H: Handler + ?Sized> Handler for Arc<H> {
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
         (**self).handle(tx, event).await
+    }
+
+    async fn after_commit(&self, event: &EventRecord) {
+        (**self).after_commit(event).await
     }
 }
 
@@ -262,6 +270,7 @@ impl<H: Handler> Consumer<H> {
         }
         self.handler.handle(&mut tx, record).await?;
         tx.commit().await?;
+        self.handler.after_commit(record).await;
         Ok(Outcome::Handled)
     }
 

@@ -1,0 +1,48 @@
+use std::net::SocketAddr;
+
+use oms_api::cache::CacheConfig;
+use oms_saga::{
+    config::{BusConfig, DatabaseConfig, LogConfig},
+    consumer::ConsumerConfig,
+    event::ORDERS_TOPIC,
+    outbox::RelayConfig,
+};
+use serde::{Deserialize, Serialize};
+
+/// The status worker's settings: the `[status]` section, or `OMS_STATUS__*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Health and metrics.
+    pub listen: SocketAddr,
+    /// The order service's database: this worker is the order service's side of the saga.
+    pub database: DatabaseConfig,
+    /// The order service's read cache, refreshed after each change.
+    pub cache: CacheConfig,
+    pub bus: BusConfig,
+    pub relay: RelayConfig,
+    /// The group, and the inventory topic it consumes.
+    pub consumer: ConsumerConfig,
+    /// Where the order events it writes go.
+    pub orders_topic: String,
+    pub log: LogConfig,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8085)),
+            database: DatabaseConfig::named("oms_orders"),
+            cache: CacheConfig::default(),
+            bus: BusConfig::default(),
+            relay: RelayConfig::default(),
+            consumer: ConsumerConfig {
+                group: "order-status".into(),
+                topics: vec!["inventory".into()],
+                ..ConsumerConfig::default()
+            },
+            orders_topic: ORDERS_TOPIC.into(),
+            log: LogConfig::default(),
+        }
+    }
+}

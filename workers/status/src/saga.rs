@@ -1,0 +1,107 @@
+//! The order service's side of the saga: what the inventory's answers do to an order. The state
+//! machine and the events a change writes are the order service's own (`oms_api::store`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use oms_api::{
+    Error as OrderError,
+    cache::OrderCache,
+    store::{self, Origin, Store},
+};
+use oms_saga::{
+    consumer::{Handler, HandlerError},
+    event::{EventRecord, OrderStatus, StockRejected, StockReserved},
+};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Why a rejected order is cancelled.
+pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
+
+#[derive(Debug)]
+pub struct OrderStatusWorker {
+    pub store: Store,
+    pub orders_topic: String,
+    pub cache: Arc<OrderCache>,
+}
+
+/// Where an inventory answer sends its order.
+#[derive(Debug, Clone, Copy)]
+struct Move {
+    order_id: Uuid,
+    to: OrderStatus,
+    reason: Option<&'static str>,
+}
+
+/// The move an answer asks for; `None` for events this worker does not act on.
+fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
+    let poison =
+        |e: serde_json::Error| HandlerError::Poison(format!("invalid {}: {e}", event.event_type));
+    if let Some(reserved) = event.payload_as::<StockReserved>() {
+        let order_id = reserved.map_err(poison)?.order_id;
+        return Ok(Some(Move {
+            order_id,
+            to: OrderStatus::Reserved,
+            reason: None,
+        }));
+    }
+    if let Some(rejected) = event.payload_as::<StockRejected>() {
+        let order_id = rejected.map_err(poison)?.order_id;
+        return Ok(Some(Move {
+            order_id,
+            to: OrderStatus::Cancelled,
+            reason: Some(OUT_OF_STOCK),
+        }));
+    }
+    Ok(None)
+}
+
+#[async_trait]
+impl Handler for OrderStatusWorker {
+    async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
+        let Some(Move {
+            order_id,
+            to,
+            reason,
+        }) = decision(event)?
+        else {
+            return Ok(());
+        };
+        let origin = Origin {
+            actor: None,
+            traceparent: event.traceparent.clone(),
+            cause: Some(event.event_id),
+        };
+        match store::change_status_in(
+            tx,
+            &self.orders_topic,
+            order_id,
+            to,
+            reason.map(str::to_owned),
+            &origin,
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            // The order moved on meanwhile (an admin cancelled it while it was CREATED). Its
+            // OrderCancelled already tells the inventory to release what this answer reserved.
+            Err(OrderError::IllegalTransition { transition, .. }) => {
+                tracing::info!(%order_id, from = %transition.from, to = %transition.to, event = event.event_type, "order moved on; answer ignored");
+                Ok(())
+            }
+            Err(OrderError::NotFound(id)) => Err(HandlerError::Poison(format!("no order {id}"))),
+            Err(e) => Err(HandlerError::Transient(e.to_string())),
+        }
+    }
+
+    /// The API serves orders from Redis: store the new version now that it is committed.
+    async fn after_commit(&self, event: &EventRecord) {
+        let Ok(Some(Move { order_id, .. })) = decision(event) else {
+            return;
+        };
+        if let Ok(Some(order)) = self.store.get(order_id).await {
+            self.cache.put(&order).await;
+        }
+    }
+}

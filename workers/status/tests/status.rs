@@ -1,0 +1,232 @@
+//! The status worker beside a real order API: the inventory's answers move orders, through the
+//! order service's state machine, outbox and cache.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use oms_api::testing::TestApi;
+use oms_saga::{
+    avro::{self, AvroCodec},
+    bus::{self, EventBus, TopicSpec},
+    consumer::{self, dlq_header},
+    event::*,
+    testing,
+};
+use oms_status::StatusConfig;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use uuid::Uuid;
+
+struct Fixture {
+    api: TestApi,
+    bus: Arc<dyn EventBus>,
+    codec: AvroCodec,
+    inventory_topic: String,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let api = TestApi::spawn().await;
+        let bus = bus::connect(&api.config.bus).expect("bus");
+        let inventory_topic = testing::unique("inventory");
+        bus.ensure_topics(&[TopicSpec::new(&inventory_topic, 3)])
+            .await
+            .expect("topic");
+        let answers = [StockReserved::TYPE, StockRejected::TYPE];
+        avro::register(&api.config.bus.registry, &inventory_topic, &answers)
+            .await
+            .expect("register");
+        let mut config = StatusConfig::default();
+        config.database.url = oms_saga::config::Secret::new(api.db.url.clone());
+        config.cache = api.config.cache.clone();
+        config.bus = api.config.bus.clone();
+        config.consumer.group = testing::unique("order-status");
+        config.consumer.topics = vec![inventory_topic.clone()];
+        config.orders_topic = api.config.topics.orders.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tokio::spawn(oms_status::run(config, listener, std::future::pending()));
+        let codec = api.codec();
+        Self {
+            api,
+            bus,
+            codec,
+            inventory_topic,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn place(&self) -> Uuid {
+        let order: Value = self
+            .http
+            .post(self.api.url("/api/orders"))
+            .json(&json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1, "unitPrice": "2.00" }] }))
+            .send()
+            .await
+            .expect("place")
+            .json()
+            .await
+            .expect("order");
+        order["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("id")
+    }
+
+    async fn order(&self, id: Uuid) -> Value {
+        self.http
+            .get(self.api.url(&format!("/api/orders/{id}")))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("order")
+    }
+
+    async fn answer<E: Event>(&self, answer: &E) -> EventRecord {
+        let record = EventRecord::new(&self.inventory_topic, answer);
+        self.bus
+            .publish(vec![record.to_message(&self.codec).await.expect("encode")])
+            .await
+            .expect("publish");
+        record
+    }
+
+    async fn wait_for_status(&self, id: Uuid, status: &str) -> Value {
+        testing::eventually(
+            Duration::from_secs(30),
+            &format!("order {id} to be {status}"),
+            || async {
+                let order = self.order(id).await;
+                (order["status"] == status).then_some(order)
+            },
+        )
+        .await
+    }
+
+    async fn outbox(&self, id: Uuid) -> Vec<(String, Option<Uuid>)> {
+        sqlx::query_as(
+            "SELECT event_type, causation_id FROM outbox WHERE message_key = $1 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.api.db.pool)
+        .await
+        .expect("outbox")
+    }
+}
+
+fn reserved(order_id: Uuid) -> StockReserved {
+    StockReserved {
+        order_id,
+        items: vec![StockLine {
+            product_id: "A".into(),
+            quantity: 1,
+        }],
+        at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_makes_the_order_reserved_once_and_the_cached_read_shows_it() {
+    let fx = Fixture::new().await;
+    let id = fx.place().await;
+    assert_eq!(
+        fx.order(id).await["status"],
+        "CREATED",
+        "now cached as CREATED"
+    );
+
+    let answer = fx.answer(&reserved(id)).await;
+    let order = fx.wait_for_status(id, "RESERVED").await;
+    assert_eq!(order["version"], 2);
+    // The same answer again changes nothing.
+    let again = answer.to_message(&fx.codec).await.expect("encode");
+    fx.bus.publish(vec![again]).await.expect("publish");
+    let marker = fx.place().await;
+    fx.answer(&reserved(marker)).await;
+    fx.wait_for_status(marker, "RESERVED").await;
+    let events = fx.outbox(id).await;
+    assert_eq!(
+        events,
+        [
+            ("OrderPlaced".to_owned(), None),
+            ("OrderStatusChanged".to_owned(), Some(answer.event_id))
+        ],
+        "one change, caused by the answer"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_cancels_the_order_with_out_of_stock_and_triggers_compensation() {
+    let fx = Fixture::new().await;
+    let id = fx.place().await;
+    let rejection = StockRejected {
+        order_id: id,
+        lines: vec![ShortLine {
+            product_id: "A".into(),
+            requested: 1,
+            available: 0,
+        }],
+        at: Utc::now(),
+    };
+    let answer = fx.answer(&rejection).await;
+    let order = fx.wait_for_status(id, "CANCELLED").await;
+    assert_eq!(order["statusReason"], "OUT_OF_STOCK");
+    let kinds: Vec<String> = fx
+        .outbox(id)
+        .await
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["OrderPlaced", "OrderStatusChanged", "OrderCancelled"]
+    );
+    assert!(
+        fx.outbox(id).await[1..]
+            .iter()
+            .all(|(_, cause)| *cause == Some(answer.event_id))
+    );
+}
+
+#[tokio::test]
+async fn an_answer_for_an_order_that_moved_on_is_ignored_and_one_for_no_order_is_dead_lettered() {
+    let fx = Fixture::new().await;
+    let id = fx.place().await;
+    let cancel = fx
+        .http
+        .post(fx.api.url(&format!("/api/orders/{id}/cancel")))
+        .json(&json!({ "reason": "too slow" }));
+    assert_eq!(cancel.send().await.expect("cancel").status(), 200);
+
+    fx.answer(&reserved(id)).await;
+    let nobody = fx.answer(&reserved(Uuid::new_v4())).await;
+    let letters = testing::eventually(Duration::from_secs(30), "the dead letter", || async {
+        let letters =
+            consumer::dead_letters(fx.bus.as_ref(), &fx.inventory_topic, Duration::from_secs(1))
+                .await
+                .ok()?;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].message.headers.get_str(header::EVENT_ID),
+        Some(nobody.event_id.to_string().as_str())
+    );
+    assert!(
+        letters[0]
+            .message
+            .headers
+            .get_str(dlq_header::REASON)
+            .is_some_and(|r| r.contains("no order"))
+    );
+    let order = fx.order(id).await;
+    assert_eq!(
+        (order["status"].as_str(), order["statusReason"].as_str()),
+        (Some("CANCELLED"), Some("too slow"))
+    );
+}
