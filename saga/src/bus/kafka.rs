@@ -8,7 +8,7 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{Consumer, StreamConsumer},
-    error::{KafkaError, RDKafkaErrorCode},
+    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     message::{Header, Headers as _, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
@@ -38,7 +38,8 @@ fn bus_err(context: &str) -> impl Fn(KafkaError) -> Error + '_ {
 
 impl KafkaBus {
     pub fn new(config: &KafkaConfig) -> Result<Self> {
-        let producer = Self::client_config(config)
+        let mut producer = Self::client_config(config);
+        producer
             // Idempotence keeps per-partition order through retries, and acks=all waits for
             // every in-sync replica, so an acknowledged event survives a broker loss.
             .set("enable.idempotence", "true")
@@ -46,12 +47,10 @@ impl KafkaBus {
             .set("linger.ms", "2")
             // Never give up on a message: a timed-out message could leave a gap that a later one
             // of the same key jumps. The relay waits instead, and shutdown interrupts the wait.
-            .set("message.timeout.ms", "0")
-            .create()
-            .map_err(bus_err("producer"))?;
-        let admin = Self::client_config(config)
-            .create()
-            .map_err(bus_err("admin client"))?;
+            .set("message.timeout.ms", "0");
+        let producer = Self::create(producer, config).map_err(bus_err("producer"))?;
+        let admin =
+            Self::create(Self::client_config(config), config).map_err(bus_err("admin client"))?;
         Ok(Self {
             config: config.clone(),
             producer,
@@ -64,10 +63,18 @@ impl KafkaBus {
         client
             .set("bootstrap.servers", &config.brokers)
             .set("client.id", &config.client_id);
+        client
+    }
+
+    /// Creates a client; the operator's `properties` come last, so they override our defaults.
+    fn create<T: rdkafka::config::FromClientConfig>(
+        mut client: ClientConfig,
+        config: &KafkaConfig,
+    ) -> KafkaResult<T> {
         for (key, value) in &config.properties {
             client.set(key, value.expose());
         }
-        client
+        client.create()
     }
 }
 
@@ -153,7 +160,8 @@ impl EventBus for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>> {
-        let consumer: StreamConsumer = Self::client_config(&self.config)
+        let mut consumer = Self::client_config(&self.config);
+        consumer
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             // Offsets are stored only by `ack`, after the consumer's work has committed; the
@@ -171,8 +179,11 @@ impl EventBus for KafkaBus {
                     .max(100)
                     .to_string(),
             )
-            .create()
-            .map_err(bus_err("consumer"))?;
+            // A worker may start before the service that creates its topic: notice the topic
+            // within seconds, not librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        let consumer: StreamConsumer =
+            Self::create(consumer, &self.config).map_err(bus_err("consumer"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
         Ok(Box::new(KafkaSubscription { consumer }))
