@@ -14,6 +14,7 @@
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.
+//! - [`service`]: a service binary's `main`: flags, config, logging, migrate or serve.
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
 
@@ -29,6 +30,7 @@ pub mod problem;
 pub mod retry;
 pub mod schemas;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -33,8 +33,15 @@ pub async fn serve(
     .map_err(Error::Serve)
 }
 
+/// The future [`shutdown_signal`] returns.
+pub type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> ShutdownSignal {
+    Box::pin(wait_for_signal())
+}
+
+async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
