@@ -15,6 +15,7 @@
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.
 //! - [`service`]: a service binary's `main`: flags, config, logging, migrate or serve.
+//! - [`worker`]: running a saga worker: consumer, relay and HTTP side together.
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
 
@@ -34,5 +35,6 @@ pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -18,14 +18,11 @@ pub mod testing;
 use std::{future::Future, sync::Arc};
 
 use oms_saga::{
-    avro::{self, AvroCodec},
-    bus::{self, TopicSpec},
-    consumer::Consumer,
+    bus::TopicSpec,
     event::{Event, StockRejected, StockReleased, StockReserved},
-    outbox::Relay,
+    worker,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::InventoryConfig;
 
@@ -46,32 +43,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), oms_saga::Error> {
     let pool = config.database.connect_lazy()?;
-    let bus = bus::connect(&config.bus)?;
-    avro::register(&config.bus.registry, &config.topic, &EVENT_TYPES).await?;
-    let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
-
-    let stop = CancellationToken::new();
-    let relay = Relay::new(
-        pool.clone(),
-        bus.clone(),
-        codec.clone(),
-        config.relay.clone(),
-    )
-    .ensuring(vec![TopicSpec::new(&config.topic, config.partitions)]);
-    let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    let output = worker::Output {
+        topic: TopicSpec::new(&config.topic, config.partitions),
+        event_types: &EVENT_TYPES,
+    };
     let handler = saga::Inventory {
         topic: config.topic.clone(),
     };
-    let consumer = Consumer::new(pool.clone(), bus, codec, handler, config.consumer.clone());
-    let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
-
-    let router = http::app(Arc::new(http::AppState { pool }), config.max_body_bytes);
-    tracing::info!(addr = ?listener.local_addr().ok(), "inventory listening");
-    let served = oms_saga::server::serve(listener, router, shutdown).await;
-    stop.cancel();
-    let _ = relay.await;
-    if let Ok(Err(e)) = consumer.await {
-        tracing::error!(error = %e, "the order-event consumer stopped");
-    }
-    served
+    let router = http::app(
+        Arc::new(http::AppState { pool: pool.clone() }),
+        config.max_body_bytes,
+    );
+    worker::run(
+        pool,
+        &config.bus,
+        output,
+        config.relay,
+        config.consumer,
+        handler,
+        router,
+        listener,
+        shutdown,
+    )
+    .await
 }

@@ -23,8 +23,10 @@ pub struct StatusConfig {
     pub relay: RelayConfig,
     /// The group, and the inventory topic it consumes.
     pub consumer: ConsumerConfig,
-    /// Where the order events it writes go.
+    /// Where the order events it writes go, and the partition count to create that topic with
+    /// if this worker starts first (the order service's `topics.partitions`).
     pub orders_topic: String,
+    pub orders_partitions: i32,
     pub log: LogConfig,
 }
 
@@ -42,6 +44,7 @@ impl Default for StatusConfig {
                 ..ConsumerConfig::default()
             },
             orders_topic: ORDERS_TOPIC.into(),
+            orders_partitions: 6,
             log: LogConfig::default(),
         }
     }

@@ -13,14 +13,11 @@ use std::{future::Future, sync::Arc};
 
 use axum::{Router, routing::get};
 use oms_saga::{
-    avro::{self, AvroCodec},
-    bus,
-    consumer::Consumer,
+    bus::TopicSpec,
     event::{Event, OrderCancelled, OrderStatusChanged},
-    outbox::Relay,
+    worker,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::StatusConfig;
 
@@ -32,43 +29,31 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), oms_saga::Error> {
     let pool = config.database.connect_lazy()?;
-    let bus = bus::connect(&config.bus)?;
-    avro::register(
-        &config.bus.registry,
-        &config.orders_topic,
-        &[OrderStatusChanged::TYPE, OrderCancelled::TYPE],
-    )
-    .await?;
-    let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
     let cache = oms_api::cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
-
-    let stop = CancellationToken::new();
-    let relay = Relay::new(
-        pool.clone(),
-        bus.clone(),
-        codec.clone(),
-        config.relay.clone(),
-    );
-    let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
-    let worker = saga::OrderStatusWorker {
+    let output = worker::Output {
+        topic: TopicSpec::new(&config.orders_topic, config.orders_partitions),
+        event_types: &[OrderStatusChanged::TYPE, OrderCancelled::TYPE],
+    };
+    let handler = saga::OrderStatusWorker {
         store: oms_api::store::Store::new(pool.clone(), config.orders_topic.clone()),
         orders_topic: config.orders_topic.clone(),
         cache: Arc::new(cache),
     };
-    let consumer = Consumer::new(pool, bus, codec, worker, config.consumer.clone());
-    let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
-
     let router = oms_saga::server::standard(
         Router::new().route("/health/ready", get(|| async { "ok" })),
         1024,
     );
-    tracing::info!(addr = ?listener.local_addr().ok(), "order status worker running");
-    let served = oms_saga::server::serve(listener, router, shutdown).await;
-    stop.cancel();
-    let _ = relay.await;
-    if let Ok(Err(e)) = consumer.await {
-        tracing::error!(error = %e, "the inventory-answer consumer stopped");
-    }
-    served
+    worker::run(
+        pool,
+        &config.bus,
+        output,
+        config.relay,
+        config.consumer,
+        handler,
+        router,
+        listener,
+        shutdown,
+    )
+    .await
 }

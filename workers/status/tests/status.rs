@@ -44,6 +44,7 @@ impl Fixture {
         config.consumer.group = testing::unique("order-status");
         config.consumer.topics = vec![inventory_topic.clone()];
         config.orders_topic = api.config.topics.orders.clone();
+        config.orders_partitions = api.config.topics.partitions;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,61 @@
+//! Running a saga worker, written once: its consumer and its outbox relay in the background, its
+//! HTTP side in front, all stopped together. A worker supplies its handler and its routes.
+
+use std::{future::Future, sync::Arc};
+
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Result, avro,
+    bus::{self, TopicSpec},
+    config::BusConfig,
+    consumer::{Consumer, ConsumerConfig, Handler},
+    outbox::{Relay, RelayConfig},
+};
+
+/// What a worker writes, and where.
+#[derive(Debug, Clone)]
+pub struct Output<'a> {
+    /// The topic its events go to, created with this many partitions if missing.
+    pub topic: TopicSpec,
+    /// Their types, whose schemas are registered before anything runs.
+    pub event_types: &'a [&'a str],
+}
+
+/// Registers the worker's schemas, then runs `handler` on `consumer`'s topics and relays the
+/// database's outbox, while serving `router` on `listener`, until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<H: Handler + 'static>(
+    pool: PgPool,
+    bus_config: &BusConfig,
+    output: Output<'_>,
+    relay: RelayConfig,
+    consumer: ConsumerConfig,
+    handler: H,
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let bus = bus::connect(bus_config)?;
+    avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
+    let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
+    let stop = CancellationToken::new();
+    let relay =
+        Relay::new(pool.clone(), bus.clone(), codec.clone(), relay).ensuring(vec![output.topic]);
+    let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    let group = consumer.group.clone();
+    let consumer = Consumer::new(pool, bus, codec, handler, consumer);
+    let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
+
+    tracing::info!(addr = ?listener.local_addr().ok(), %group, "worker running");
+    let served = crate::server::serve(listener, router, shutdown).await;
+    stop.cancel();
+    let _ = relay.await;
+    if let Ok(Err(e)) = consumer.await {
+        tracing::error!(error = %e, %group, "the consumer stopped");
+    }
+    served
+}
