@@ -25,37 +25,52 @@ pub struct Output<'a> {
     pub event_types: &'a [&'a str],
 }
 
-/// Registers the worker's schemas, then runs `handler` on `consumer`'s topics and relays the
-/// database's outbox, while serving `router` on `listener`, until `shutdown` resolves.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<H: Handler + 'static>(
-    pool: PgPool,
-    bus_config: &BusConfig,
-    output: Output<'_>,
-    relay: RelayConfig,
-    consumer: ConsumerConfig,
-    handler: H,
-    router: Router,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let bus = bus::connect(bus_config)?;
-    avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
-    let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
-    let stop = CancellationToken::new();
-    let relay =
-        Relay::new(pool.clone(), bus.clone(), codec.clone(), relay).ensuring(vec![output.topic]);
-    let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
-    let group = consumer.group.clone();
-    let consumer = Consumer::new(pool, bus, codec, handler, consumer);
-    let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
+/// A saga worker: its database, where it listens and writes, and its rules.
+#[derive(Debug)]
+pub struct Worker<'a, H> {
+    pub pool: PgPool,
+    pub bus: &'a BusConfig,
+    pub output: Output<'a>,
+    pub relay: RelayConfig,
+    pub consumer: ConsumerConfig,
+    pub handler: H,
+}
 
-    tracing::info!(addr = ?listener.local_addr().ok(), %group, "worker running");
-    let served = crate::server::serve(listener, router, shutdown).await;
-    stop.cancel();
-    let _ = relay.await;
-    if let Ok(Err(e)) = consumer.await {
-        tracing::error!(error = %e, %group, "the consumer stopped");
+impl<H: Handler + 'static> Worker<'_, H> {
+    /// Registers the worker's schemas, then runs its handler on its consumer group and relays the
+    /// database's outbox, while serving `router` on `listener`, until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        router: Router,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Worker {
+            pool,
+            bus: bus_config,
+            output,
+            relay,
+            consumer,
+            handler,
+        } = self;
+        let bus = bus::connect(bus_config)?;
+        avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
+        let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
+        let stop = CancellationToken::new();
+        let relay = Relay::new(pool.clone(), bus.clone(), codec.clone(), relay)
+            .ensuring(vec![output.topic]);
+        let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+        let group = consumer.group.clone();
+        let consumer = Consumer::new(pool, bus, codec, handler, consumer);
+        let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
+
+        tracing::info!(addr = ?listener.local_addr().ok(), %group, "worker running");
+        let served = crate::server::serve(listener, router, shutdown).await;
+        stop.cancel();
+        let _ = relay.await;
+        if let Ok(Err(e)) = consumer.await {
+            tracing::error!(error = %e, %group, "the consumer stopped");
+        }
+        served
     }
-    served
 }

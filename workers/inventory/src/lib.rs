@@ -54,16 +54,13 @@ pub async fn run(
         Arc::new(http::AppState { pool: pool.clone() }),
         config.max_body_bytes,
     );
-    worker::run(
+    let worker = worker::Worker {
         pool,
-        &config.bus,
+        bus: &config.bus,
         output,
-        config.relay,
-        config.consumer,
+        relay: config.relay,
+        consumer: config.consumer,
         handler,
-        router,
-        listener,
-        shutdown,
-    )
-    .await
+    };
+    worker.serve(router, listener, shutdown).await
 }

@@ -44,16 +44,13 @@ pub async fn run(
         Router::new().route("/health/ready", get(|| async { "ok" })),
         1024,
     );
-    worker::run(
+    let worker = worker::Worker {
         pool,
-        &config.bus,
+        bus: &config.bus,
         output,
-        config.relay,
-        config.consumer,
+        relay: config.relay,
+        consumer: config.consumer,
         handler,
-        router,
-        listener,
-        shutdown,
-    )
-    .await
+    };
+    worker.serve(router, listener, shutdown).await
 }
