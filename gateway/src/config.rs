@@ -38,6 +38,14 @@ impl Default for GatewayConfig {
                     RouteConfig::Upstream("http://127.0.0.1:8082".into()),
                 ),
                 (
+                    "/api/inventory".to_owned(),
+                    RouteConfig::Upstream("http://127.0.0.1:8083".into()),
+                ),
+                (
+                    "/api/notifications".to_owned(),
+                    RouteConfig::Upstream("http://127.0.0.1:8084".into()),
+                ),
+                (
                     "/api/schemas".to_owned(),
                     RouteConfig::Route(Route {
                         upstream: "http://127.0.0.1:8081".into(),

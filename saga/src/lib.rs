@@ -15,6 +15,7 @@
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.
 //! - [`service`]: a service binary's `main`: flags, config, logging, migrate or serve.
+//! - [`schedule`]: jobs on a clock (deadlines, sending), repeated until shutdown.
 //! - [`worker`]: running a saga worker: consumer, relay and HTTP side together.
 //! - [`server`]: serving a router on a bound listener with a shutdown future.
 //! - `testing` (feature `testing`): helpers that give each test its own database, topics and brokers.
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod outbox;
 pub mod problem;
 pub mod retry;
+pub mod schedule;
 pub mod schemas;
 pub mod server;
 pub mod service;

@@ -308,3 +308,100 @@ async fn read(
     }
     kept
 }
+
+type Start = dyn Fn(
+        tokio::net::TcpListener,
+        tokio_util::sync::WaitForCancellationFutureOwned,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+/// A service running inside the test process, that the test can stop (a crash or an outage, as
+/// its peers see it) and start again on the same address, or run more instances of.
+pub struct TestService {
+    /// Where the first instance listens, and a restart listens again.
+    pub addr: SocketAddr,
+    start: Arc<Start>,
+    running: Vec<(
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl std::fmt::Debug for TestService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestService")
+            .field("addr", &self.addr)
+            .field("instances", &self.running.len())
+            .finish()
+    }
+}
+
+impl TestService {
+    /// Starts `run` (a service's `run(config, listener, shutdown)` with its config bound) on a
+    /// port of its own.
+    pub async fn start<F, Fut, E>(run: F) -> Self
+    where
+        F: Fn(tokio::net::TcpListener, tokio_util::sync::WaitForCancellationFutureOwned) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let start: Arc<Start> = Arc::new(move |listener, shutdown| {
+            let served = run(listener, shutdown);
+            Box::pin(async move {
+                if let Err(e) = served.await {
+                    eprintln!("a test service stopped with an error: {e}");
+                }
+            })
+        });
+        let mut service = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            start,
+            running: Vec::new(),
+        };
+        service.addr = service.spawn(service.addr).await;
+        service
+    }
+
+    async fn spawn(&mut self, addr: SocketAddr) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn((self.start)(listener, stop.clone().cancelled_owned()));
+        self.running.push((stop, task));
+        addr
+    }
+
+    /// Another instance (same database, same consumer group), on a port of its own.
+    pub async fn another_instance(&mut self) -> SocketAddr {
+        self.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Stops every instance, the way SIGTERM does, and waits until they are gone.
+    pub async fn stop(&mut self) {
+        for (stop, task) in self.running.drain(..) {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// Starts the service again where it first listened.
+    pub async fn restart(&mut self) {
+        self.spawn(self.addr).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        for (stop, _) in &self.running {
+            stop.cancel();
+        }
+    }
+}

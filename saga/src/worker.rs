@@ -1,5 +1,6 @@
-//! Running a saga worker, written once: its consumer and its outbox relay in the background, its
-//! HTTP side in front, all stopped together. A worker supplies its handler and its routes.
+//! Running a saga worker, written once: its consumer, its outbox relay and its periodic jobs in
+//! the background, its HTTP side in front, all stopped together. A worker supplies its handler,
+//! its jobs and its routes.
 
 use std::{future::Future, sync::Arc};
 
@@ -14,6 +15,7 @@ use crate::{
     config::BusConfig,
     consumer::{Consumer, ConsumerConfig, Handler},
     outbox::{Relay, RelayConfig},
+    schedule::{self, Periodic},
 };
 
 /// What a worker writes, and where.
@@ -34,6 +36,8 @@ pub struct Worker<'a, H> {
     pub relay: RelayConfig,
     pub consumer: ConsumerConfig,
     pub handler: H,
+    /// Jobs on a clock (deadlines, sending), run beside the consumer.
+    pub periodic: Vec<Arc<dyn Periodic>>,
 }
 
 impl<H: Handler + 'static> Worker<'_, H> {
@@ -52,6 +56,7 @@ impl<H: Handler + 'static> Worker<'_, H> {
             relay,
             consumer,
             handler,
+            periodic,
         } = self;
         let bus = bus::connect(bus_config)?;
         avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
@@ -63,11 +68,18 @@ impl<H: Handler + 'static> Worker<'_, H> {
         let group = consumer.group.clone();
         let consumer = Consumer::new(pool, bus, codec, handler, consumer);
         let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
+        let periodic: Vec<_> = periodic
+            .into_iter()
+            .map(|job| tokio::spawn(schedule::run(job, stop.clone().cancelled_owned())))
+            .collect();
 
         tracing::info!(addr = ?listener.local_addr().ok(), %group, "worker running");
         let served = crate::server::serve(listener, router, shutdown).await;
         stop.cancel();
         let _ = relay.await;
+        for job in periodic {
+            let _ = job.await;
+        }
         if let Ok(Err(e)) = consumer.await {
             tracing::error!(error = %e, %group, "the consumer stopped");
         }

@@ -61,6 +61,7 @@ pub async fn run(
         relay: config.relay,
         consumer: config.consumer,
         handler,
+        periodic: Vec::new(),
     };
     worker.serve(router, listener, shutdown).await
 }

@@ -1,19 +1,18 @@
 //! Starts real inventory services for a test: their own database and topic, consuming the given
 //! orders topic, on ports of their own.
 
-use std::net::SocketAddr;
-
-use oms_saga::{config::BusConfig, testing};
-use tokio_util::sync::CancellationToken;
+use oms_saga::{
+    config::BusConfig,
+    testing::{self, TestService},
+};
 
 use crate::InventoryConfig;
 
 #[derive(Debug)]
 pub struct TestInventory {
-    pub addr: SocketAddr,
+    pub service: TestService,
     pub config: InventoryConfig,
     pub db: testing::TestDatabase,
-    stop: CancellationToken,
 }
 
 impl TestInventory {
@@ -27,37 +26,19 @@ impl TestInventory {
         config.partitions = 3;
         config.consumer.group = testing::unique("inventory");
         config.consumer.topics = vec![orders_topic.to_owned()];
-        let stop = CancellationToken::new();
-        let addr = start(config.clone(), stop.clone()).await;
+        let run = config.clone();
+        let service = TestService::start(move |listener, shutdown| {
+            crate::run(run.clone(), listener, shutdown)
+        })
+        .await;
         Self {
-            addr,
+            service,
             config,
             db,
-            stop,
         }
     }
 
-    /// Another instance of the same service: same database, same consumer group.
-    pub async fn another_instance(&self) -> SocketAddr {
-        start(self.config.clone(), self.stop.clone()).await
-    }
-
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-async fn start(config: InventoryConfig, stop: CancellationToken) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(crate::run(config, listener, stop.cancelled_owned()));
-    addr
-}
-
-impl Drop for TestInventory {
-    fn drop(&mut self) {
-        self.stop.cancel();
+        self.service.url(path)
     }
 }

@@ -214,8 +214,8 @@ async fn an_order_is_reserved_whole_or_not_at_all_and_a_duplicate_changes_nothin
 
 #[tokio::test]
 async fn two_hundred_concurrent_orders_for_fifty_units_reserve_exactly_fifty_on_two_instances() {
-    let saga = Saga::new().await;
-    saga.inventory.another_instance().await;
+    let mut saga = Saga::new().await;
+    saga.inventory.service.another_instance().await;
     saga.set_stock("HOT", 50).await;
     let orders: Vec<EventRecord> = (0..200).map(|_| saga.placed(&[("HOT", 1)])).collect();
     saga.publish(&orders.iter().collect::<Vec<_>>()).await;

@@ -9,6 +9,8 @@ use oms_saga::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::PaymentConfig;
+
 /// The status worker's settings: the `[status]` section, or `OMS_STATUS__*`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +29,8 @@ pub struct StatusConfig {
     /// if this worker starts first (the order service's `topics.partitions`).
     pub orders_topic: String,
     pub orders_partitions: i32,
+    /// The payment deadline of reserved orders.
+    pub payment: PaymentConfig,
     pub log: LogConfig,
 }
 
@@ -45,6 +49,7 @@ impl Default for StatusConfig {
             },
             orders_topic: ORDERS_TOPIC.into(),
             orders_partitions: 6,
+            payment: PaymentConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -1,12 +1,15 @@
 //! The status worker: the order service's side of the saga. It consumes the inventory's answers
 //! and moves each order through the order service's own state machine: `StockReserved` makes a
-//! CREATED order RESERVED, `StockRejected` cancels it with OUT_OF_STOCK (which, like every
-//! cancellation, writes OrderCancelled). It writes to the order service's database and outbox,
-//! and refreshes its read cache after each commit.
+//! CREATED order RESERVED and starts its payment deadline, `StockRejected` cancels it with
+//! OUT_OF_STOCK, and a deadline that passes unpaid cancels it with PAYMENT_TIMEOUT (each
+//! cancellation writes OrderCancelled, which releases the stock). It writes to the order
+//! service's database and outbox, and refreshes its read cache after each commit.
 //!
 //! - [`saga`]: what each answer does.
+//! - [`deadline`]: payment deadlines.
 
 pub mod config;
+pub mod deadline;
 pub mod saga;
 
 use std::{future::Future, sync::Arc};
@@ -21,8 +24,9 @@ use tokio::net::TcpListener;
 
 pub use config::StatusConfig;
 
-/// Consumes the inventory's answers, and relays the order service's outbox (a second relay is
-/// safe: one per database publishes at a time), until `shutdown` resolves.
+/// Consumes the inventory's answers, fires payment deadlines, and relays the order service's
+/// outbox (a second relay is safe: one per database publishes at a time), until `shutdown`
+/// resolves.
 pub async fn run(
     config: StatusConfig,
     listener: TcpListener,
@@ -35,10 +39,19 @@ pub async fn run(
         topic: TopicSpec::new(&config.orders_topic, config.orders_partitions),
         event_types: &[OrderStatusChanged::TYPE, OrderCancelled::TYPE],
     };
+    let store = oms_api::store::Store::new(pool.clone(), config.orders_topic.clone());
+    let cache = Arc::new(cache);
     let handler = saga::OrderStatusWorker {
-        store: oms_api::store::Store::new(pool.clone(), config.orders_topic.clone()),
+        store: store.clone(),
         orders_topic: config.orders_topic.clone(),
-        cache: Arc::new(cache),
+        cache: cache.clone(),
+        payment_timeout: config.payment.timeout,
+    };
+    let deadlines = deadline::PaymentDeadlines {
+        store,
+        orders_topic: config.orders_topic.clone(),
+        cache,
+        config: config.payment,
     };
     let router = oms_saga::server::standard(
         Router::new().route("/health/ready", get(|| async { "ok" })),
@@ -51,6 +64,10 @@ pub async fn run(
         relay: config.relay,
         consumer: config.consumer,
         handler,
+        periodic: vec![Arc::new(deadlines)],
     };
     worker.serve(router, listener, shutdown).await
 }
+
+#[cfg(feature = "testing")]
+pub mod testing;

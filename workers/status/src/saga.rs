@@ -24,6 +24,8 @@ pub struct OrderStatusWorker {
     pub store: Store,
     pub orders_topic: String,
     pub cache: Arc<OrderCache>,
+    /// How long a reserved order has to be paid.
+    pub payment_timeout: std::time::Duration,
 }
 
 /// Where an inventory answer sends its order.
@@ -83,6 +85,17 @@ impl Handler for OrderStatusWorker {
         )
         .await
         {
+            Ok(_) if to == OrderStatus::Reserved => {
+                crate::deadline::start(
+                    tx,
+                    order_id,
+                    self.payment_timeout,
+                    event.event_id,
+                    event.traceparent.as_deref(),
+                )
+                .await?;
+                Ok(())
+            }
             Ok(_) => Ok(()),
             // The order moved on meanwhile (an admin cancelled it while it was CREATED). Its
             // OrderCancelled already tells the inventory to release what this answer reserved.

@@ -12,13 +12,14 @@ use oms_saga::{
     event::*,
     testing,
 };
-use oms_status::StatusConfig;
+use oms_status::testing::TestStatus;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use uuid::Uuid;
 
 struct Fixture {
     api: TestApi,
+    _status: TestStatus,
     bus: Arc<dyn EventBus>,
     codec: AvroCodec,
     inventory_topic: String,
@@ -37,21 +38,11 @@ impl Fixture {
         avro::register(&api.config.bus.registry, &inventory_topic, &answers)
             .await
             .expect("register");
-        let mut config = StatusConfig::default();
-        config.database.url = oms_saga::config::Secret::new(api.db.url.clone());
-        config.cache = api.config.cache.clone();
-        config.bus = api.config.bus.clone();
-        config.consumer.group = testing::unique("order-status");
-        config.consumer.topics = vec![inventory_topic.clone()];
-        config.orders_topic = api.config.topics.orders.clone();
-        config.orders_partitions = api.config.topics.partitions;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        tokio::spawn(oms_status::run(config, listener, std::future::pending()));
+        let status = TestStatus::spawn(&api.config, &inventory_topic, |_| {}).await;
         let codec = api.codec();
         Self {
             api,
+            _status: status,
             bus,
             codec,
             inventory_topic,

@@ -1,0 +1,188 @@
+//! The whole saga in one test process: registry, order API, inventory, status worker and
+//! gateway, each a real service on its own port, with its own database, on the shared broker.
+//! Tests drive it as a client would, through the gateway, and stop and restart services to play
+//! outages.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use oms_api::{ApiConfig, testing::TestApi};
+use oms_gateway::{config::RouteConfig, testing::TestGateway};
+use oms_inventory::testing::TestInventory;
+use oms_saga::testing;
+use oms_status::{StatusConfig, testing::TestStatus};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// How long the saga may take to settle before a test gives up.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Stack {
+    pub api: TestApi,
+    pub inventory: TestInventory,
+    pub status: TestStatus,
+    pub gateway: TestGateway,
+    admin: String,
+    alice: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, |_| {}).await
+    }
+
+    /// A stack whose API and status worker configs the closures adjusted first.
+    pub async fn spawn_with(
+        api: impl FnOnce(&mut ApiConfig),
+        status: impl FnOnce(&mut StatusConfig),
+    ) -> Self {
+        let (bus, _) = testing::kafka_bus().await;
+        let api = TestApi::spawn_with(bus, api).await;
+        let inventory =
+            TestInventory::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
+        let status = TestStatus::spawn(&api.config, &inventory.config.topic, status).await;
+        let upstream = |url: String| RouteConfig::Upstream(url);
+        let gateway = TestGateway::spawn(BTreeMap::from([
+            ("/api/orders".into(), upstream(api.url(""))),
+            ("/api/inventory".into(), upstream(inventory.url(""))),
+        ]))
+        .await;
+        let admin = gateway.login("admin").await;
+        let alice = gateway.login("alice").await;
+        Self {
+            api,
+            inventory,
+            status,
+            gateway,
+            admin,
+            alice,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// A customer: her orders are hers alone.
+    pub fn alice(&self) -> Uuid {
+        self.gateway.alice
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, self.gateway.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway call");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Calls the gateway as the admin.
+    pub async fn as_admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(&self.admin, method, path, body).await
+    }
+
+    /// Calls the gateway as alice.
+    pub async fn as_alice(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(&self.alice, method, path, body).await
+    }
+
+    pub async fn set_stock(&self, product: &str, available: u32) {
+        let path = format!("/api/inventory/{product}");
+        let (status, body) = self
+            .as_admin(Method::PUT, &path, Some(json!({ "available": available })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// A product's stock: available, reserved, sold.
+    pub async fn stock(&self, product: &str) -> (i64, i64, i64) {
+        let (status, body) = self
+            .as_admin(Method::GET, &format!("/api/inventory/{product}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let count = |field: &str| body[field].as_i64().expect(field);
+        (count("available"), count("reserved"), count("sold"))
+    }
+
+    /// Alice places an order for `lines` at 1.00 each; returns the answer's status and body.
+    pub async fn place(&self, lines: &[(&str, u32)]) -> (StatusCode, Value) {
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity, "unitPrice": "1.00" }))
+            .collect();
+        let body = json!({ "customerId": self.alice(), "items": items });
+        self.as_alice(Method::POST, "/api/orders", Some(body)).await
+    }
+
+    /// Places an order that must be accepted; returns its id.
+    pub async fn placed(&self, lines: &[(&str, u32)]) -> Uuid {
+        let (status, body) = self.place(lines).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("order id")
+    }
+
+    pub async fn order(&self, id: Uuid) -> Value {
+        let (status, body) = self
+            .as_admin(Method::GET, &format!("/api/orders/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until the order reaches `status`; returns it then.
+    pub async fn wait_for(&self, id: Uuid, status: &str) -> Value {
+        testing::eventually(SETTLE, &format!("order {id} to be {status}"), || async {
+            let order = self.order(id).await;
+            (order["status"] == status).then_some(order)
+        })
+        .await
+    }
+
+    /// The admin moves an order on.
+    pub async fn move_to(&self, id: Uuid, status: &str) -> Value {
+        let (code, body) = self
+            .as_admin(
+                Method::PUT,
+                &format!("/api/orders/{id}/status"),
+                Some(json!({ "status": status })),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "moving {id} to {status}: {body}");
+        body
+    }
+
+    /// Waits until a product's stock is `(available, reserved, sold)`.
+    pub async fn wait_for_stock(&self, product: &str, expected: (i64, i64, i64)) {
+        testing::eventually(SETTLE, &format!("{product} to be {expected:?}"), || async {
+            (self.stock(product).await == expected).then_some(())
+        })
+        .await
+    }
+}
