@@ -10,7 +10,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway \
      /src/target/release/oms-registry /src/target/release/oms-inventory \
-     /src/target/release/oms-status \
+     /src/target/release/oms-status /src/target/release/oms-notifications \
      /src/target/release/oms /usr/local/bin/
 COPY scripts/demo-config /usr/local/bin/demo-config
 USER nobody

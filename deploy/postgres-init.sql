@@ -1,3 +1,4 @@
 -- One database per service.
 CREATE DATABASE oms_orders;
 CREATE DATABASE oms_inventory;
+CREATE DATABASE oms_notifications;

@@ -164,13 +164,9 @@ async fn list_orders(
     caller: Caller,
     Query(params): Query<ListParams>,
 ) -> Result<Json<OrderPage>, Response> {
-    let customer_id = match (caller, params.customer_id) {
-        (Caller::Customer(own), Some(asked)) if asked != own => {
-            return Err(Error::Forbidden("You can only list your own orders").into_response());
-        }
-        (Caller::Customer(own), _) => Some(own),
-        (_, asked) => asked,
-    };
+    let customer_id = caller
+        .scope(params.customer_id)
+        .map_err(IntoResponse::into_response)?;
     let status = params
         .status
         .map(|s| s.parse::<OrderStatus>())

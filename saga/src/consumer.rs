@@ -20,7 +20,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::{
     Error, Result,
     bus::{Delivery, EventBus, Message, Subscription},
-    event::{Codec, EventRecord},
+    event::{Codec, Event, EventRecord},
 };
 
 /// Headers a dead letter carries besides the original ones.
@@ -58,6 +58,19 @@ impl From<sqlx::Error> for HandlerError {
 impl From<Error> for HandlerError {
     fn from(e: Error) -> Self {
         HandlerError::Transient(e.to_string())
+    }
+}
+
+/// The payload of an event the handler expects to be an `E`; anything else is poison.
+pub fn payload<E: Event>(event: &EventRecord) -> Result<E, HandlerError> {
+    match event.payload_as::<E>() {
+        Some(Ok(payload)) => Ok(payload),
+        Some(Err(e)) => Err(HandlerError::Poison(format!("invalid {}: {e}", E::TYPE))),
+        None => Err(HandlerError::Poison(format!(
+            "expected {}, got {}",
+            E::TYPE,
+            event.event_type
+        ))),
     }
 }
 

@@ -75,6 +75,18 @@ impl Caller {
         }
     }
 
+    /// Whose things a listing covers: a customer's own, whether or not they name themselves
+    /// (naming someone else is refused); for admins and tools, whoever they ask for, or all.
+    pub fn scope(self, asked: Option<Uuid>) -> Result<Option<Uuid>, Problem> {
+        match (self, asked) {
+            (Caller::Customer(own), Some(asked)) if asked != own => Err(Problem::forbidden(
+                "Customers can only list what is their own",
+            )),
+            (Caller::Customer(own), _) => Ok(Some(own)),
+            (_, asked) => Ok(asked),
+        }
+    }
+
     /// Refuses a customer: the action is for admins (and tools inside).
     pub fn require_admin(self) -> Result<(), Problem> {
         match self {

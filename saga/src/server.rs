@@ -86,3 +86,30 @@ pub fn standard<S: Clone + Send + Sync + 'static>(
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
+
+/// Readiness for a service whose database is what it needs: 200 with the check, or 503
+/// problem+json saying it is down. The check is bounded, so a hung database answers too.
+pub async fn database_ready(pool: &sqlx::PgPool) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let checked = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await;
+    let down = match checked {
+        Ok(Ok(_)) => {
+            return axum::Json(
+                serde_json::json!({ "status": "ready", "checks": { "database": "up" } }),
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    crate::problem::Problem::unavailable("not ready: database down")
+        .with(
+            "checks",
+            serde_json::json!({ "database": format!("down: {down}") }),
+        )
+        .into_response()
+}

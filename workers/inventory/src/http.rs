@@ -7,7 +7,7 @@ use axum::{
     Router,
     extract::State,
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 use oms_saga::{
@@ -149,16 +149,5 @@ async fn availability(
 }
 
 async fn ready(State(state): AppStateRef) -> Response {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => {
-            axum::Json(serde_json::json!({ "status": "ready", "checks": { "database": "up" } }))
-                .into_response()
-        }
-        Err(e) => Problem::unavailable("not ready: database down")
-            .with(
-                "checks",
-                serde_json::json!({ "database": format!("down: {e}") }),
-            )
-            .into_response(),
-    }
+    oms_saga::server::database_ready(&state.pool).await
 }

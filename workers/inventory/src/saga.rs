@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{SubsecRound, Utc};
 use oms_saga::{
-    consumer::{Handler, HandlerError},
+    consumer::{Handler, HandlerError, payload},
     event::{
         Event, EventRecord, OrderCancelled, OrderPlaced, OrderStatus, OrderStatusChanged,
         StockRejected, StockReleased, StockReserved,
@@ -19,18 +19,6 @@ use crate::stock::{self, Reservation};
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub topic: String,
-}
-
-fn payload<E: Event>(event: &EventRecord) -> Result<E, HandlerError> {
-    match event.payload_as::<E>() {
-        Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Poison(format!("invalid {}: {e}", E::TYPE))),
-        None => Err(HandlerError::Poison(format!(
-            "expected {}, got {}",
-            E::TYPE,
-            event.event_type
-        ))),
-    }
 }
 
 #[async_trait]

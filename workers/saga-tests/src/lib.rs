@@ -1,5 +1,5 @@
-//! The whole saga in one test process: registry, order API, inventory, status worker and
-//! gateway, each a real service on its own port, with its own database, on the shared broker.
+//! The whole saga in one test process: registry, order API, inventory, status worker,
+//! notification service and gateway, each a real service on its own port, with its own database, on the shared broker.
 //! Tests drive it as a client would, through the gateway, and stop and restart services to play
 //! outages.
 
@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use oms_api::{ApiConfig, testing::TestApi};
 use oms_gateway::{config::RouteConfig, testing::TestGateway};
 use oms_inventory::testing::TestInventory;
+use oms_notifications::testing::TestNotifications;
 use oms_saga::testing;
 use oms_status::{StatusConfig, testing::TestStatus};
 use reqwest::{Method, StatusCode};
@@ -22,6 +23,7 @@ pub struct Stack {
     pub api: TestApi,
     pub inventory: TestInventory,
     pub status: TestStatus,
+    pub notifications: TestNotifications,
     pub gateway: TestGateway,
     admin: String,
     alice: String,
@@ -43,10 +45,13 @@ impl Stack {
         let inventory =
             TestInventory::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
         let status = TestStatus::spawn(&api.config, &inventory.config.topic, status).await;
+        let notifications =
+            TestNotifications::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
         let upstream = |url: String| RouteConfig::Upstream(url);
         let gateway = TestGateway::spawn(BTreeMap::from([
             ("/api/orders".into(), upstream(api.url(""))),
             ("/api/inventory".into(), upstream(inventory.url(""))),
+            ("/api/notifications".into(), upstream(notifications.url(""))),
         ]))
         .await;
         let admin = gateway.login("admin").await;
@@ -55,6 +60,7 @@ impl Stack {
             api,
             inventory,
             status,
+            notifications,
             gateway,
             admin,
             alice,
@@ -176,6 +182,25 @@ impl Stack {
             .await;
         assert_eq!(code, StatusCode::OK, "moving {id} to {status}: {body}");
         body
+    }
+
+    /// Waits until alice has been told `kinds` about order `id`, in that order; returns the
+    /// notifications as she lists them (newest first).
+    pub async fn wait_for_notices(&self, id: Uuid, kinds: &[&str]) -> Vec<Value> {
+        let path = format!("/api/notifications?orderId={id}");
+        testing::eventually(SETTLE, &format!("{kinds:?} notices for {id}"), || async {
+            let (status, body) = self.as_alice(Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            let told: Vec<&str> = items
+                .iter()
+                .rev()
+                .filter_map(|n| n["kind"].as_str())
+                .collect();
+            let sent = items.iter().all(|n| n["state"] == "SENT");
+            (told == kinds && sent).then_some(items)
+        })
+        .await
     }
 
     /// Waits until a product's stock is `(available, reserved, sold)`.

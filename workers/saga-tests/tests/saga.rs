@@ -70,3 +70,103 @@ async fn testing_wait_no_deadlines(stack: &Stack) {
     )
     .await
 }
+
+#[tokio::test]
+async fn an_order_is_reserved_paid_and_shipped_with_its_customer_told_of_each_step_once() {
+    let stack = Stack::spawn().await;
+    stack.set_stock("SKU-HAPPY", 5).await;
+    let id = stack.placed(&[("SKU-HAPPY", 2)]).await;
+    stack.wait_for(id, "RESERVED").await;
+    stack.wait_for_stock("SKU-HAPPY", (3, 2, 0)).await;
+    stack.move_to(id, "PAID").await;
+    let shipped = stack.move_to(id, "SHIPPED").await;
+    assert_eq!(shipped["status"], "SHIPPED");
+    stack.wait_for_stock("SKU-HAPPY", (3, 0, 2)).await;
+
+    let notices = stack
+        .wait_for_notices(id, &["PLACED", "RESERVED", "PAID", "SHIPPED"])
+        .await;
+    let channels: Vec<&str> = notices
+        .iter()
+        .rev()
+        .filter_map(|n| n["channel"].as_str())
+        .collect();
+    assert_eq!(channels, ["EMAIL", "EMAIL", "EMAIL", "SMS"]);
+    for notice in &notices {
+        let event_id = notice["eventId"]
+            .as_str()
+            .and_then(|e| e.parse().ok())
+            .expect("event id");
+        assert_eq!(stack.notifications.sender.sent_for(event_id), 1, "{notice}");
+    }
+
+    // Bob sees none of it, and may not ask for alice's.
+    let bob = stack.gateway.login("bob").await;
+    let http = reqwest::Client::new();
+    let listed = |path: String| {
+        let request = http.get(stack.gateway.url(&path)).bearer_auth(&bob);
+        async move {
+            let response = request.send().await.expect("list");
+            let status = response.status();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
+        }
+    };
+    let (status, own) = listed("/api/notifications".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(own["items"], serde_json::json!([]));
+    let (status, problem) =
+        listed(format!("/api/notifications?customerId={}", stack.alice())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+}
+
+#[tokio::test]
+async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_after() {
+    let mut stack = Stack::spawn().await;
+    stack.set_stock("SKU-QUIET", 10).await;
+    // One order told in full first, so the service has joined its group before it goes away.
+    let before = stack.placed(&[("SKU-QUIET", 1)]).await;
+    stack
+        .wait_for_notices(before, &["PLACED", "RESERVED"])
+        .await;
+    stack.notifications.service.stop().await;
+
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(stack.placed(&[("SKU-QUIET", 1)]).await);
+    }
+    let rejected = stack.placed(&[("SKU-QUIET", 50)]).await;
+    for id in &orders {
+        stack.wait_for(*id, "RESERVED").await;
+        stack.move_to(*id, "PAID").await;
+    }
+    let cancelled = stack.wait_for(rejected, "CANCELLED").await;
+    assert_eq!(cancelled["statusReason"], "OUT_OF_STOCK");
+    let told: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notifications.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(told, 2, "nothing is told while the service is down");
+
+    stack.notifications.service.restart().await;
+    for id in &orders {
+        stack
+            .wait_for_notices(*id, &["PLACED", "RESERVED", "PAID"])
+            .await;
+    }
+    let notices = stack
+        .wait_for_notices(rejected, &["PLACED", "CANCELLED"])
+        .await;
+    assert!(
+        notices[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("out of stock")),
+        "{}",
+        notices[0]
+    );
+    let counts = stack.notifications.sender.counts();
+    assert_eq!(counts.len(), 2 + 3 * 3 + 2, "one message per telling event");
+    assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
+}

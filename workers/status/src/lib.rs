@@ -53,8 +53,12 @@ pub async fn run(
         cache,
         config: config.payment,
     };
+    let ready = pool.clone();
     let router = oms_saga::server::standard(
-        Router::new().route("/health/ready", get(|| async { "ok" })),
+        Router::new().route(
+            "/health/ready",
+            get(move || async move { oms_saga::server::database_ready(&ready).await }),
+        ),
         1024,
     );
     let worker = worker::Worker {

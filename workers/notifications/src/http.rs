@@ -1,0 +1,89 @@
+//! The notification service's HTTP side: a customer's notifications, newest first.
+
+use std::sync::Arc;
+
+use axum::{Router, extract::State, response::Response, routing::get};
+use oms_saga::{
+    identity::Caller,
+    problem::{Json, Problem, Query},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::send::Notification;
+
+pub const MAX_PAGE: i64 = 200;
+pub const DEFAULT_PAGE: i64 = 50;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+type AppStateRef = State<Arc<AppState>>;
+
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let routes = Router::new()
+        .route("/api/notifications", get(list))
+        .route("/health/ready", get(ready));
+    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListParams {
+    customer_id: Option<Uuid>,
+    order_id: Option<Uuid>,
+    /// Notifications older than this one (ids are time-ordered).
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    items: Vec<Notification>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<Uuid>,
+}
+
+async fn list(
+    State(state): AppStateRef,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page>, Problem> {
+    let customer_id = caller.scope(params.customer_id)?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}"
+        )));
+    }
+    let items: Vec<Notification> = sqlx::query_as(
+        "SELECT id, event_id, order_id, customer_id, kind, channel, message, state, created_at, \
+         sent_at FROM notifications \
+         WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::uuid IS NULL OR order_id = $2) \
+           AND ($3::uuid IS NULL OR id < $3) \
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(customer_id)
+    .bind(params.order_id)
+    .bind(params.after)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "notifications database failed");
+        Problem::unavailable("The notifications database is unavailable; retry later.")
+    })?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|n| n.id))
+        .flatten();
+    Ok(Json(Page { items, next_after }))
+}
+
+async fn ready(State(state): AppStateRef) -> Response {
+    oms_saga::server::database_ready(&state.pool).await
+}

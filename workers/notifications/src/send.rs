@@ -1,0 +1,160 @@
+//! Sending, at most once per event. A round claims waiting notifications by committing them as
+//! SENDING before anything goes out; only then does the [`Sender`] run. A crash after the claim
+//! leaves a notification SENDING, never sent twice: for a customer a missing message is better
+//! than a repeated one, and SENDING rows say exactly which messages may be missing. A sent
+//! notification becomes SENT and writes NotificationSent through the outbox; a refused one
+//! becomes FAILED with the sender's reason.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use oms_saga::{
+    event::{Channel, EventRecord, NotificationSent},
+    outbox,
+    schedule::Periodic,
+    service::BoxError,
+};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::SendingConfig;
+
+/// A notification as stored, sent and listed.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub kind: String,
+    pub channel: String,
+    pub message: String,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl Notification {
+    pub fn channel(&self) -> Channel {
+        if self.channel == "SMS" {
+            Channel::Sms
+        } else {
+            Channel::Email
+        }
+    }
+}
+
+/// Delivers a message to a customer (an email or SMS gateway in production).
+#[async_trait]
+pub trait Sender: std::fmt::Debug + Send + Sync + 'static {
+    /// Sends it, or says why it was refused.
+    async fn send(&self, notification: &Notification) -> Result<(), String>;
+}
+
+/// The default sender: the message is logged, and the database row is its record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSender;
+
+#[async_trait]
+impl Sender for LogSender {
+    async fn send(&self, n: &Notification) -> Result<(), String> {
+        tracing::info!(customer_id = %n.customer_id, order_id = %n.order_id, channel = %n.channel,
+            kind = %n.kind, message = %n.message, "notification sent");
+        Ok(())
+    }
+}
+
+/// Sends what waits.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub pool: PgPool,
+    pub sender: Arc<dyn Sender>,
+    pub topic: String,
+    pub config: SendingConfig,
+}
+
+#[async_trait]
+impl Periodic for Dispatch {
+    fn name(&self) -> &'static str {
+        "send_notifications"
+    }
+
+    fn interval(&self) -> Duration {
+        self.config.poll_interval
+    }
+
+    async fn round(&self) -> Result<usize, BoxError> {
+        // The claim commits on its own: from here on, these are never sent again.
+        let mut claimed: Vec<(Notification, Uuid, Option<String>)> =
+            sqlx::query_as::<_, ClaimedRow>(
+                "UPDATE notifications SET state = 'SENDING' WHERE id IN ( \
+               SELECT id FROM notifications WHERE state = 'PENDING' \
+               ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, event_id, order_id, customer_id, kind, channel, message, state, \
+               created_at, sent_at, correlation_id, traceparent",
+            )
+            .bind(self.config.batch_size)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.notification, row.correlation_id, row.traceparent))
+            .collect();
+        claimed.sort_by_key(|(n, ..)| (n.created_at, n.id));
+        for (notification, correlation_id, traceparent) in &claimed {
+            let outcome = self.sender.send(notification).await;
+            let result = if outcome.is_ok() { "sent" } else { "failed" };
+            metrics::counter!("oms_notifications_total", "channel" => notification.channel.clone(), "outcome" => result)
+                .increment(1);
+            let mut tx = self.pool.begin().await?;
+            match outcome {
+                Ok(()) => {
+                    let at = Utc::now().trunc_subsecs(3);
+                    sqlx::query(
+                        "UPDATE notifications SET state = 'SENT', sent_at = $2 WHERE id = $1",
+                    )
+                    .bind(notification.id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    let sent = NotificationSent {
+                        notification_id: notification.id,
+                        order_id: notification.order_id,
+                        customer_id: notification.customer_id,
+                        channel: notification.channel(),
+                        kind: notification.kind.clone(),
+                        causation_id: notification.event_id,
+                        at,
+                    };
+                    let record = EventRecord::new(&self.topic, &sent)
+                        .correlated(*correlation_id)
+                        .caused_by(notification.event_id)
+                        .traced(traceparent.as_deref());
+                    outbox::enqueue(&mut tx, &record).await?;
+                }
+                Err(reason) => {
+                    tracing::warn!(notification_id = %notification.id, %reason, "the sender refused a notification");
+                    sqlx::query(
+                        "UPDATE notifications SET state = 'FAILED', error = $2 WHERE id = $1",
+                    )
+                    .bind(notification.id)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(claimed.len())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    #[sqlx(flatten)]
+    notification: Notification,
+    correlation_id: Uuid,
+    traceparent: Option<String>,
+}

@@ -1,0 +1,88 @@
+//! Starts a real notification service for a test, with a sender that counts what it sends.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use oms_saga::{
+    config::BusConfig,
+    testing::{self, TestService},
+};
+use uuid::Uuid;
+
+use crate::{
+    NotificationsConfig,
+    send::{Notification, Sender},
+};
+
+/// Counts the messages it is asked to send, per causing event.
+#[derive(Debug, Default)]
+pub struct CountingSender {
+    sent: Mutex<HashMap<Uuid, usize>>,
+}
+
+impl CountingSender {
+    /// How often a message was sent for `event_id`.
+    pub fn sent_for(&self, event_id: Uuid) -> usize {
+        self.sent
+            .lock()
+            .map_or(0, |s| s.get(&event_id).copied().unwrap_or(0))
+    }
+
+    /// How many messages were sent for each event: all must be 1.
+    pub fn counts(&self) -> Vec<usize> {
+        self.sent
+            .lock()
+            .map(|s| s.values().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Sender for CountingSender {
+    async fn send(&self, n: &Notification) -> Result<(), String> {
+        let mut sent = self.sent.lock().map_err(|e| e.to_string())?;
+        *sent.entry(n.event_id).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct TestNotifications {
+    pub service: TestService,
+    pub config: NotificationsConfig,
+    pub db: testing::TestDatabase,
+    pub sender: Arc<CountingSender>,
+}
+
+impl TestNotifications {
+    /// A notification service on `bus` (whose registry must be up) reacting to `orders_topic`.
+    pub async fn spawn(bus: BusConfig, orders_topic: &str) -> Self {
+        let db = testing::database(&crate::MIGRATOR).await;
+        let mut config = NotificationsConfig::default();
+        config.database.url = oms_saga::config::Secret::new(db.url.clone());
+        config.bus = bus;
+        config.topic = testing::unique("notifications");
+        config.partitions = 3;
+        config.consumer.group = testing::unique("notifications");
+        config.consumer.topics = vec![orders_topic.to_owned()];
+        let sender = Arc::new(CountingSender::default());
+        let (run, counting) = (config.clone(), sender.clone());
+        let service = TestService::start(move |listener, shutdown| {
+            crate::run_with(run.clone(), counting.clone(), listener, shutdown)
+        })
+        .await;
+        Self {
+            service,
+            config,
+            db,
+            sender,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.service.url(path)
+    }
+}

@@ -1,0 +1,192 @@
+//! The notification service on a real broker, registry and database. The test plays the order
+//! service: it publishes order events as its relay would, duplicates included.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use oms_notifications::testing::TestNotifications;
+use oms_registry::testing::TestRegistry;
+use oms_saga::{
+    avro::{self, AvroCodec},
+    bus::{EventBus, TopicSpec},
+    consumer::{self, dlq_header},
+    event::*,
+    testing,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+struct Fixture {
+    _registry: TestRegistry,
+    bus: Arc<dyn EventBus>,
+    codec: AvroCodec,
+    orders: String,
+    notifications: TestNotifications,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let registry = TestRegistry::spawn().await;
+        let mut bus_config = testing::kafka_config(&testing::kafka_brokers());
+        bus_config.registry.url = registry.url();
+        let (_, bus) = testing::kafka_bus().await;
+        let orders = testing::unique("orders");
+        bus.ensure_topics(&[TopicSpec::new(&orders, 3)])
+            .await
+            .expect("orders topic");
+        let types = [
+            OrderPlaced::TYPE,
+            OrderStatusChanged::TYPE,
+            OrderCancelled::TYPE,
+        ];
+        avro::register(&bus_config.registry, &orders, &types)
+            .await
+            .expect("register");
+        let codec = AvroCodec::new(&bus_config.registry).expect("codec");
+        let notifications = TestNotifications::spawn(bus_config, &orders).await;
+        Self {
+            _registry: registry,
+            bus,
+            codec,
+            orders,
+            notifications,
+        }
+    }
+
+    async fn publish(&self, records: &[&EventRecord]) {
+        let mut messages = Vec::new();
+        for record in records {
+            messages.push(record.to_message(&self.codec).await.expect("encode"));
+        }
+        self.bus.publish(messages).await.expect("publish");
+    }
+
+    fn placed(&self, customer_id: Uuid) -> EventRecord {
+        let placed = OrderPlaced {
+            order_id: Uuid::now_v7(),
+            customer_id,
+            items: vec![OrderLine {
+                product_id: "SKU-1".into(),
+                quantity: 1,
+                unit_price: "3.00".parse().expect("price"),
+            }],
+            total: "3.00".parse().expect("total"),
+            placed_at: Utc::now(),
+            placed_by: None,
+        };
+        EventRecord::new(&self.orders, &placed)
+    }
+
+    /// A change to the order `placed` placed, in its saga.
+    fn changed(&self, placed: &EventRecord, from: OrderStatus, to: OrderStatus) -> EventRecord {
+        let order: OrderPlaced = placed.payload_as().expect("placed").expect("payload");
+        let changed = OrderStatusChanged {
+            order_id: order.order_id,
+            old_status: from,
+            new_status: to,
+            reason: None,
+            at: Utc::now(),
+        };
+        EventRecord::new(&self.orders, &changed).correlated(placed.correlation_id)
+    }
+
+    async fn notices(&self, customer_id: Uuid, count: usize) -> Vec<Value> {
+        let url = self
+            .notifications
+            .url(&format!("/api/notifications?customerId={customer_id}"));
+        testing::eventually(
+            Duration::from_secs(60),
+            &format!("{count} sent notices"),
+            || async {
+                let page: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                let items = page["items"].as_array()?.clone();
+                (items.len() >= count && items.iter().all(|n| n["state"] == "SENT"))
+                    .then_some(items)
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_told_once_and_its_sending_is_recorded_as_an_event() {
+    let fixture = Fixture::new().await;
+    let customer = Uuid::new_v4();
+    let placed = fixture.placed(customer);
+    let reserved = fixture.changed(&placed, OrderStatus::Created, OrderStatus::Reserved);
+    // The relay republishes after a crash; the broker redelivers after a rebalance.
+    fixture
+        .publish(&[&placed, &placed, &reserved, &placed, &reserved])
+        .await;
+    let completed = fixture.changed(&placed, OrderStatus::Reserved, OrderStatus::Completed);
+    let paid = fixture.changed(&placed, OrderStatus::Reserved, OrderStatus::Paid);
+    fixture.publish(&[&completed, &paid]).await;
+
+    let notices = fixture.notices(customer, 3).await;
+    let kinds: Vec<&str> = notices
+        .iter()
+        .rev()
+        .filter_map(|n| n["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PLACED", "RESERVED", "PAID"],
+        "COMPLETED is not news"
+    );
+    let sender = &fixture.notifications.sender;
+    for event in [&placed, &reserved, &paid] {
+        assert_eq!(sender.sent_for(event.event_id), 1);
+    }
+    assert_eq!(sender.counts().len(), 3);
+
+    // Each sending is on the notifications topic, caused by the event it told.
+    let sent = testing::consume_events(
+        fixture.bus.as_ref(),
+        &fixture.notifications.config.topic,
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut causes = Vec::new();
+    for delivery in &sent {
+        let record = EventRecord::from_delivery(delivery, &fixture.codec)
+            .await
+            .expect("decode");
+        let told: NotificationSent = record.payload_as().expect("sent").expect("payload");
+        assert_eq!(told.customer_id, customer);
+        assert_eq!(record.correlation_id, placed.correlation_id);
+        causes.push(told.causation_id);
+    }
+    causes.sort();
+    let mut expected = vec![placed.event_id, reserved.event_id, paid.event_id];
+    expected.sort();
+    assert_eq!(causes, expected);
+}
+
+#[tokio::test]
+async fn a_change_to_an_order_never_placed_is_dead_lettered_and_the_partition_goes_on() {
+    let fixture = Fixture::new().await;
+    let never_placed = fixture.placed(Uuid::new_v4());
+    let stray = fixture.changed(&never_placed, OrderStatus::Created, OrderStatus::Reserved);
+    fixture.publish(&[&stray]).await;
+    let customer = Uuid::new_v4();
+    let placed = fixture.placed(customer);
+    fixture.publish(&[&placed]).await;
+    fixture.notices(customer, 1).await;
+
+    let letters = consumer::dead_letters(
+        fixture.bus.as_ref(),
+        &fixture.orders,
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    let reason = letters[0]
+        .message
+        .headers
+        .get_str(dlq_header::REASON)
+        .expect("reason");
+    assert!(reason.contains("no OrderPlaced"), "{reason}");
+    assert_eq!(fixture.notifications.sender.sent_for(stray.event_id), 0);
+}
