@@ -7,7 +7,7 @@ use oms_saga::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cache::CacheConfig;
+use crate::{availability::AvailabilityConfig, cache::CacheConfig};
 
 /// The order service's settings: the `[api]` section, or `OMS_API__*`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +19,8 @@ pub struct ApiConfig {
     pub bus: BusConfig,
     pub relay: RelayConfig,
     pub topics: TopicsConfig,
+    /// The inventory check before an order is accepted.
+    pub availability: AvailabilityConfig,
     pub log: LogConfig,
     /// Larger bodies get 413 before they are parsed.
     pub max_body_bytes: usize,
@@ -33,6 +35,7 @@ impl Default for ApiConfig {
             bus: BusConfig::default(),
             relay: RelayConfig::default(),
             topics: TopicsConfig::default(),
+            availability: AvailabilityConfig::default(),
             log: LogConfig::default(),
             max_body_bytes: 64 * 1024,
         }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
+    availability::{Availability, Check},
     cache::OrderCache,
     domain::{self, NewOrder, OrderStatus, PlaceOrder},
     error::{Error, Result},
@@ -57,6 +58,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
 pub struct AppState {
     pub store: Store,
     pub cache: OrderCache,
+    pub availability: Availability,
     /// Checked by readiness; `None` where the service runs without a bus (handler tests).
     pub bus: Option<Arc<dyn EventBus>>,
 }
@@ -106,18 +108,76 @@ async fn place_order(
         );
     }
     let key = idempotency_key(&headers, &order).map_err(IntoResponse::into_response)?;
+    // A retried request gets its first answer, whatever the stock says now.
+    if let Some(key) = &key
+        && let Some(first) = state
+            .store
+            .replay(order.customer_id, key)
+            .await
+            .map_err(IntoResponse::into_response)?
+    {
+        return Ok(placed(first, None, true));
+    }
+    let check = state.availability.check(&order.items).await;
+    let skipped = match check {
+        Check::Short(short) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "insufficient-stock",
+                "Not enough stock",
+            )
+            .detail("The inventory cannot serve every line of this order right now.")
+            .with("short", short)
+            .into_response());
+        }
+        Check::Available => None,
+        Check::Skipped(why) => Some(why),
+    };
     let (order, replayed) = state
         .store
         .place(&order, key.as_ref(), &origin)
         .await
         .map_err(IntoResponse::into_response)?;
-    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    Ok(placed(order, skipped, replayed))
+}
+
+/// A placed order, saying whether its stock was checked first.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Placed {
+    #[serde(flatten)]
+    order: Order,
+    availability: AvailabilityNote,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AvailabilityNote {
+    checked: bool,
+    /// Why it was not: the order was accepted unchecked, and the saga decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped_because: Option<&'static str>,
+}
+
+fn placed(order: Order, skipped: Option<&'static str>, replayed: bool) -> Response {
+    let availability = AvailabilityNote {
+        checked: skipped.is_none() && !replayed,
+        skipped_because: skipped.or(replayed.then_some("a replay of an earlier request")),
+    };
+    let mut response = (
+        StatusCode::CREATED,
+        Json(Placed {
+            order,
+            availability,
+        }),
+    )
+        .into_response();
     if replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 async fn get_order(
@@ -280,8 +340,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => "up".to_owned(),
         Err(e) => format!("down: {e}"),
     };
-    let checks =
-        serde_json::json!({ "database": describe(&database), "broker": describe(&broker) });
+    // The inventory is not needed to be ready (orders are accepted unchecked); its breaker is
+    // shown for operators.
+    let checks = serde_json::json!({
+        "database": describe(&database),
+        "broker": describe(&broker),
+        "inventoryBreaker": state.availability.breaker.state().as_str(),
+    });
     if database.is_ok() && broker.is_ok() {
         axum::Json(serde_json::json!({ "status": "ready", "checks": checks })).into_response()
     } else {

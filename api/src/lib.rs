@@ -6,8 +6,10 @@
 //! - [`domain`]: validation and the state machine, with no I/O.
 //! - [`store`]: the `orders` database.
 //! - [`cache`]: the Redis read cache, which degrades to the database.
+//! - [`availability`]: the inventory check before accepting an order, behind a circuit breaker.
 //! - [`http`]: the routes.
 
+pub mod availability;
 pub mod cache;
 pub mod config;
 pub mod domain;
@@ -63,9 +65,12 @@ pub async fn run(
         )]);
     let relay = tokio::spawn(relay.run(stop_relay.clone().cancelled_owned()));
 
+    let availability = availability::Availability::new(&config.availability)
+        .map_err(|e| oms_saga::Error::Config(format!("availability: {e}")))?;
     let state = Arc::new(http::AppState {
         store,
         cache,
+        availability,
         bus: Some(bus),
     });
     let router = http::app(state, config.max_body_bytes);

@@ -178,7 +178,9 @@ impl Store {
         Ok((order, false))
     }
 
-    async fn replay(&self, customer_id: Uuid, key: &IdempotencyKey) -> Result<Option<Order>> {
+    /// The order a earlier request with this key placed, if any; an error if the key came with
+    /// a different request.
+    pub async fn replay(&self, customer_id: Uuid, key: &IdempotencyKey) -> Result<Option<Order>> {
         let found: Option<(Vec<u8>, Uuid)> =
             sqlx::query_as("SELECT request_hash, order_id FROM idempotency_keys WHERE scope = $1")
                 .bind(scope(customer_id, key))

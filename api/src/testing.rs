@@ -37,6 +37,8 @@ impl TestApi {
         config.bus.registry.url = registry.url();
         config.topics.orders = testing::unique("orders");
         config.topics.partitions = 3;
+        // No inventory unless the test brings one (the usual port may be a running stack's).
+        config.availability.inventory_url = None;
         customise(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

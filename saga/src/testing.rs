@@ -349,6 +349,23 @@ impl TestService {
         Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
     {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(listener, run)
+    }
+
+    /// Starts `run` on `listener`: for a service whose address others must know before it
+    /// starts.
+    pub fn start_on<F, Fut, E>(listener: tokio::net::TcpListener, run: F) -> Self
+    where
+        F: Fn(tokio::net::TcpListener, tokio_util::sync::WaitForCancellationFutureOwned) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
         let start: Arc<Start> = Arc::new(move |listener, shutdown| {
             let served = run(listener, shutdown);
             Box::pin(async move {
@@ -358,16 +375,20 @@ impl TestService {
             })
         });
         let mut service = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: listener.local_addr().expect("addr"),
             start,
             running: Vec::new(),
         };
-        service.addr = service.spawn(service.addr).await;
+        service.run_on(listener);
         service
     }
 
     async fn spawn(&mut self, addr: SocketAddr) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        self.run_on(listener)
+    }
+
+    fn run_on(&mut self, listener: tokio::net::TcpListener) -> SocketAddr {
         let addr = listener.local_addr().expect("addr");
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn((self.start)(listener, stop.clone().cancelled_owned()));

@@ -18,6 +18,18 @@ pub struct TestInventory {
 impl TestInventory {
     /// An inventory on `bus` (whose registry must be up) reacting to `orders_topic`.
     pub async fn spawn(bus: BusConfig, orders_topic: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::spawn_on(listener, bus, orders_topic).await
+    }
+
+    /// The same, serving on `listener`.
+    pub async fn spawn_on(
+        listener: tokio::net::TcpListener,
+        bus: BusConfig,
+        orders_topic: &str,
+    ) -> Self {
         let db = testing::database(&crate::MIGRATOR).await;
         let mut config = InventoryConfig::default();
         config.database.url = oms_saga::config::Secret::new(db.url.clone());
@@ -27,10 +39,9 @@ impl TestInventory {
         config.consumer.group = testing::unique("inventory");
         config.consumer.topics = vec![orders_topic.to_owned()];
         let run = config.clone();
-        let service = TestService::start(move |listener, shutdown| {
+        let service = TestService::start_on(listener, move |listener, shutdown| {
             crate::run(run.clone(), listener, shutdown)
-        })
-        .await;
+        });
         Self {
             service,
             config,

@@ -41,9 +41,22 @@ impl Stack {
         status: impl FnOnce(&mut StatusConfig),
     ) -> Self {
         let (bus, _) = testing::kafka_bus().await;
-        let api = TestApi::spawn_with(bus, api).await;
-        let inventory =
-            TestInventory::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
+        // The API asks the inventory before accepting orders, so it must know where it will be.
+        let inventory_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let inventory_url = format!("http://{}", inventory_listener.local_addr().expect("addr"));
+        let api = TestApi::spawn_with(bus, |config| {
+            config.availability.inventory_url = Some(inventory_url);
+            api(config);
+        })
+        .await;
+        let inventory = TestInventory::spawn_on(
+            inventory_listener,
+            api.config.bus.clone(),
+            &api.config.topics.orders,
+        )
+        .await;
         let status = TestStatus::spawn(&api.config, &inventory.config.topic, status).await;
         let notifications =
             TestNotifications::spawn(api.config.bus.clone(), &api.config.topics.orders).await;

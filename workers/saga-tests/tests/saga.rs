@@ -124,7 +124,9 @@ async fn an_order_is_reserved_paid_and_shipped_with_its_customer_told_of_each_st
 
 #[tokio::test]
 async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_after() {
-    let mut stack = Stack::spawn().await;
+    // Without the availability check, an order beyond the stock is accepted and the saga
+    // cancels it: one more kind of news.
+    let mut stack = Stack::spawn_with(|api| api.availability.inventory_url = None, |_| {}).await;
     stack.set_stock("SKU-QUIET", 10).await;
     // One order told in full first, so the service has joined its group before it goes away.
     let before = stack.placed(&[("SKU-QUIET", 1)]).await;
@@ -169,4 +171,89 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
     let counts = stack.notifications.sender.counts();
     assert_eq!(counts.len(), 2 + 3 * 3 + 2, "one message per telling event");
     assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
+}
+
+#[tokio::test]
+async fn with_the_inventory_down_the_breaker_opens_orders_are_accepted_unchecked_and_the_saga_completes_once_it_is_back()
+ {
+    let mut stack = Stack::spawn_with(
+        |api| {
+            api.availability.failure_threshold = 2;
+            api.availability.open_for = Duration::from_secs(120);
+        },
+        |_| {},
+    )
+    .await;
+    stack.set_stock("SKU-DOWN", 10).await;
+    // While the inventory answers, a definitely short order is refused at once, and nothing
+    // reaches the saga.
+    let (status, problem) = stack.place(&[("SKU-DOWN", 11)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["short"][0]["productId"], "SKU-DOWN");
+    assert_eq!(problem["short"][0]["available"], 10);
+    let (status, checked) = stack.place(&[("SKU-DOWN", 1)]).await;
+    assert_eq!(status, StatusCode::CREATED, "{checked}");
+    assert_eq!(checked["availability"]["checked"], true);
+    let first = checked["id"].as_str().expect("id").parse().expect("uuid");
+    stack.wait_for(first, "RESERVED").await;
+    let mut orders = vec![first];
+
+    stack.inventory.service.stop().await;
+    let mut skipped = Vec::new();
+    for _ in 0..4 {
+        let (status, order) = stack.place(&[("SKU-DOWN", 1)]).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "accepted while the inventory is down: {order}"
+        );
+        assert_eq!(order["availability"]["checked"], false);
+        skipped.push(
+            order["availability"]["skippedBecause"]
+                .as_str()
+                .expect("why")
+                .to_owned(),
+        );
+        orders.push(order["id"].as_str().expect("id").parse().expect("uuid"));
+    }
+    assert!(skipped[0].contains("did not answer"), "{skipped:?}");
+    assert!(skipped[1].contains("did not answer"), "{skipped:?}");
+    assert!(skipped[2].contains("circuit open"), "{skipped:?}");
+    assert!(skipped[3].contains("circuit open"), "{skipped:?}");
+
+    let http = reqwest::Client::new();
+    let ready: serde_json::Value = http
+        .get(stack.api.url("/health/ready"))
+        .send()
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ready["status"], "ready",
+        "the API is ready without the inventory"
+    );
+    assert_eq!(ready["checks"]["inventoryBreaker"], "open");
+    let metrics = http
+        .get(stack.api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"oms_circuit_breaker_state{breaker="inventory"} 2"#),
+        "{metrics}"
+    );
+    for id in &orders[1..] {
+        assert_eq!(stack.order(*id).await["status"], "CREATED");
+    }
+
+    stack.inventory.service.restart().await;
+    for id in &orders {
+        stack.wait_for(*id, "RESERVED").await;
+    }
+    stack.wait_for_stock("SKU-DOWN", (5, 5, 0)).await;
 }
