@@ -257,3 +257,30 @@ async fn with_the_inventory_down_the_breaker_opens_orders_are_accepted_unchecked
     }
     stack.wait_for_stock("SKU-DOWN", (5, 5, 0)).await;
 }
+
+#[tokio::test]
+async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_order() {
+    let mut stack = Stack::spawn().await;
+    stack.inventory.service.another_instance().await;
+    stack.status.service.another_instance().await;
+    stack.notifications.service.another_instance().await;
+    stack.set_stock("SKU-PAIR", 100).await;
+    let mut orders = Vec::new();
+    for _ in 0..12 {
+        orders.push(stack.placed(&[("SKU-PAIR", 1)]).await);
+    }
+    for id in &orders {
+        stack.wait_for(*id, "RESERVED").await;
+        stack.move_to(*id, "PAID").await;
+    }
+    for id in &orders {
+        // Told in the order things happened to it, whichever instance handled what.
+        stack
+            .wait_for_notices(*id, &["PLACED", "RESERVED", "PAID"])
+            .await;
+    }
+    assert_eq!(stack.stock("SKU-PAIR").await, (88, 12, 0));
+    let counts = stack.notifications.sender.counts();
+    assert_eq!(counts.len(), 12 * 3);
+    assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
+}
