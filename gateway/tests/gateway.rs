@@ -76,9 +76,12 @@ async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published
         .await
         .expect("place");
     assert_eq!(placed.status(), StatusCode::CREATED);
-    let order: Value = placed.json().await.expect("order");
-    let id = order["id"].as_str().expect("id");
+    let mut order: Value = placed.json().await.expect("order");
+    let id = order["id"].as_str().expect("id").to_owned();
     assert_eq!(order["total"], "7.50");
+    // The answer to a POST also says whether the stock was checked; the order is the rest.
+    let availability = order.as_object_mut().and_then(|o| o.remove("availability"));
+    assert_eq!(availability.expect("availability")["checked"], false);
 
     let read = http()
         .get(gateway.url(&format!("/api/orders/{id}")))
