@@ -216,6 +216,27 @@ impl Stack {
         .await
     }
 
+    /// How many of alice's orders are in `status`, up to 500.
+    pub async fn count(&self, status: &str) -> usize {
+        let path = format!("/api/orders?status={status}&limit=200");
+        let mut count = 0;
+        let mut after: Option<String> = None;
+        for _ in 0..3 {
+            let page = match &after {
+                Some(after) => format!("{path}&after={after}"),
+                None => path.clone(),
+            };
+            let (code, body) = self.as_alice(Method::GET, &page, None).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            count += body["items"].as_array().map_or(0, Vec::len);
+            match body["nextAfter"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        count
+    }
+
     /// Waits until a product's stock is `(available, reserved, sold)`.
     pub async fn wait_for_stock(&self, product: &str, expected: (i64, i64, i64)) {
         testing::eventually(SETTLE, &format!("{product} to be {expected:?}"), || async {

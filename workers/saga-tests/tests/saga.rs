@@ -284,3 +284,44 @@ async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_or
     assert_eq!(counts.len(), 12 * 3);
     assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
 }
+
+#[tokio::test]
+async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_reserved_and_the_rest_out_of_stock()
+ {
+    // Without the availability check every order reaches the saga, which alone must not oversell.
+    let stack = Stack::spawn_with(|api| api.availability.inventory_url = None, |_| {}).await;
+    stack.set_stock("SKU-RUSH", 50).await;
+    let placed = futures::future::join_all((0..200).map(|_| stack.place(&[("SKU-RUSH", 1)]))).await;
+    assert!(
+        placed
+            .iter()
+            .all(|(status, _)| *status == StatusCode::CREATED),
+        "every order is accepted"
+    );
+    oms_saga::testing::eventually(
+        oms_saga_tests::SETTLE,
+        "all 200 orders to settle",
+        || async { (stack.count("CREATED").await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.count("RESERVED").await, 50);
+    assert_eq!(stack.count("CANCELLED").await, 150);
+    let (available, reserved, sold) = stack.stock("SKU-RUSH").await;
+    assert_eq!((available, reserved, sold), (0, 50, 0));
+    assert_eq!(available + reserved + sold, 50, "no unit made or lost");
+    let (_, cancelled) = stack
+        .as_alice(
+            reqwest::Method::GET,
+            "/api/orders?status=CANCELLED&limit=200",
+            None,
+        )
+        .await;
+    let reasons: Vec<&str> = cancelled["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|o| o["statusReason"].as_str())
+        .collect();
+    assert_eq!(reasons.len(), 150);
+    assert!(reasons.iter().all(|r| *r == "OUT_OF_STOCK"), "{reasons:?}");
+}
