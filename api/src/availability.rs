@@ -268,7 +268,7 @@ impl Availability {
                 tracing::warn!(error = %e, "the availability check failed; accepting the order unchecked");
                 self.breaker.failed();
                 count("skipped_error");
-                Check::Skipped("the inventory did not answer in time")
+                Check::Skipped("the inventory did not answer (down, slow or failing)")
             }
         }
     }

@@ -25,15 +25,19 @@ pub trait Periodic: std::fmt::Debug + Send + Sync + 'static {
 /// Runs `job` until `shutdown` resolves. A round in progress finishes first.
 pub async fn run(job: Arc<dyn Periodic>, shutdown: impl Future<Output = ()> + Send) {
     tokio::pin!(shutdown);
-    let mut failures = crate::retry::backoff(job.interval(), Duration::from_secs(30));
+    let backoff = || crate::retry::backoff(job.interval(), Duration::from_secs(30));
+    let mut failures = backoff();
     loop {
         let wait = match job.round().await {
-            Ok(0) => job.interval(),
             Ok(handled) => {
-                metrics::counter!("oms_periodic_items_total", "job" => job.name())
-                    .increment(handled as u64);
-                failures = crate::retry::backoff(job.interval(), Duration::from_secs(30));
-                Duration::ZERO
+                failures = backoff();
+                if handled == 0 {
+                    job.interval()
+                } else {
+                    metrics::counter!("oms_periodic_items_total", "job" => job.name())
+                        .increment(handled as u64);
+                    Duration::ZERO
+                }
             }
             Err(e) => {
                 let delay = failures.next().unwrap_or(Duration::from_secs(30));

@@ -106,9 +106,11 @@ fn why(reason: &str) -> String {
     }
 }
 
-/// The first block of an order id: enough for a customer to tell their orders apart.
+/// The last eight hex digits of an order id: enough for a customer to tell their orders apart
+/// (the first ones of a time-ordered id are the same for orders placed close together).
 fn short(order_id: Uuid) -> String {
-    order_id.simple().to_string()[..8].to_owned()
+    let id = order_id.simple().to_string();
+    id[id.len() - 8..].to_owned()
 }
 
 #[cfg(test)]
@@ -178,6 +180,12 @@ mod tests {
             ("PLACED", Some(customer))
         );
         assert!(notice.message.contains("9.00"), "{}", notice.message);
+        let tail = &placed.order_id.simple().to_string()[24..];
+        assert!(
+            notice.message.contains(tail),
+            "names the order: {}",
+            notice.message
+        );
 
         let cancelled = OrderCancelled {
             order_id: placed.order_id,
