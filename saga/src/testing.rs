@@ -426,3 +426,44 @@ impl Drop for TestService {
         }
     }
 }
+
+/// Plays the service that writes a topic: creates it, registers its event types, and publishes
+/// records the way that service's relay would (Avro through the registry), duplicates and all.
+pub struct TopicWriter {
+    pub bus: Arc<dyn EventBus>,
+    pub codec: crate::avro::AvroCodec,
+    pub topic: String,
+}
+
+impl std::fmt::Debug for TopicWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicWriter")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicWriter {
+    /// A fresh topic named after `prefix`, with 3 partitions, on `config`'s broker and registry.
+    pub async fn new(config: &BusConfig, prefix: &str, event_types: &[&str]) -> Self {
+        let bus = bus::connect(config).expect("bus");
+        let topic = unique(prefix);
+        bus.ensure_topics(&[crate::bus::TopicSpec::new(&topic, 3)])
+            .await
+            .expect("create the topic");
+        crate::avro::register(&config.registry, &topic, event_types)
+            .await
+            .expect("register the schemas");
+        let codec = crate::avro::AvroCodec::new(&config.registry).expect("codec");
+        Self { bus, codec, topic }
+    }
+
+    /// Publishes `records` in one batch, in order.
+    pub async fn publish(&self, records: &[&crate::event::EventRecord]) {
+        let mut messages = Vec::new();
+        for record in records {
+            messages.push(record.to_message(&self.codec).await.expect("encode"));
+        }
+        self.bus.publish(messages).await.expect("publish");
+    }
+}

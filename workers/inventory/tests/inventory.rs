@@ -2,26 +2,23 @@
 //! registry. The test plays the order service: it publishes order events as the order API's relay
 //! would, and reads the inventory's answers from its topic.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
 use oms_inventory::{stock::Stock, testing::TestInventory};
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
-    avro::{self, AvroCodec},
-    bus::{EventBus, TopicSpec},
     event::*,
-    testing,
+    testing::{self, TopicWriter},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 struct Saga {
     _registry: TestRegistry,
-    bus: Arc<dyn EventBus>,
-    codec: AvroCodec,
-    orders: String,
+    /// Plays the order service.
+    orders: TopicWriter,
     inventory: TestInventory,
     http: reqwest::Client,
 }
@@ -29,27 +26,17 @@ struct Saga {
 impl Saga {
     async fn new() -> Self {
         let registry = TestRegistry::spawn().await;
-        let mut bus_config = testing::kafka_config(&testing::kafka_brokers());
-        bus_config.registry.url = registry.url();
-        let (_, bus) = testing::kafka_bus().await;
-        let orders = testing::unique("orders");
-        bus.ensure_topics(&[TopicSpec::new(&orders, 3)])
-            .await
-            .expect("orders topic");
+        let mut bus = testing::kafka_config(&testing::kafka_brokers());
+        bus.registry.url = registry.url();
         let order_events = [
             OrderPlaced::TYPE,
             OrderStatusChanged::TYPE,
             OrderCancelled::TYPE,
         ];
-        avro::register(&bus_config.registry, &orders, &order_events)
-            .await
-            .expect("register");
-        let codec = AvroCodec::new(&bus_config.registry).expect("codec");
-        let inventory = TestInventory::spawn(bus_config, &orders).await;
+        let orders = TopicWriter::new(&bus, "orders", &order_events).await;
+        let inventory = TestInventory::spawn(bus, &orders.topic).await;
         Self {
             _registry: registry,
-            bus,
-            codec,
             orders,
             inventory,
             http: reqwest::Client::new(),
@@ -78,11 +65,7 @@ impl Saga {
     }
 
     async fn publish(&self, records: &[&EventRecord]) {
-        let mut messages = Vec::new();
-        for record in records {
-            messages.push(record.to_message(&self.codec).await.expect("encode"));
-        }
-        self.bus.publish(messages).await.expect("publish");
+        self.orders.publish(records).await;
     }
 
     fn placed(&self, lines: &[(&str, u32)]) -> EventRecord {
@@ -105,7 +88,7 @@ impl Saga {
             placed_at: Utc::now(),
             placed_by: None,
         };
-        EventRecord::new(&self.orders, &placed)
+        EventRecord::new(&self.orders.topic, &placed)
     }
 
     fn cancelled(&self, placed: &EventRecord) -> EventRecord {
@@ -118,13 +101,13 @@ impl Saga {
             refund: None,
             at: Utc::now(),
         };
-        EventRecord::new(&self.orders, &cancelled).correlated(placed.correlation_id)
+        EventRecord::new(&self.orders.topic, &cancelled).correlated(placed.correlation_id)
     }
 
     /// Reads `count` answers from the inventory topic.
     async fn answers(&self, count: usize) -> Vec<EventRecord> {
         let delivered = testing::consume_events(
-            self.bus.as_ref(),
+            self.orders.bus.as_ref(),
             &self.inventory.config.topic,
             count,
             Duration::from_secs(60),
@@ -132,7 +115,7 @@ impl Saga {
         .await;
         futures::stream::iter(delivered)
             .then(|d| async move {
-                EventRecord::from_delivery(&d, &self.codec)
+                EventRecord::from_delivery(&d, &self.orders.codec)
                     .await
                     .expect("decode")
             })
@@ -310,7 +293,7 @@ async fn shipping_turns_reserved_stock_into_sold_stock() {
         reason: None,
         at: Utc::now(),
     };
-    saga.publish(&[&EventRecord::new(&saga.orders, &shipped)])
+    saga.publish(&[&EventRecord::new(&saga.orders.topic, &shipped)])
         .await;
     testing::eventually(Duration::from_secs(30), "the sale", || async {
         (saga.stock("A").await == stock("A", 1, 0, 2)).then_some(())

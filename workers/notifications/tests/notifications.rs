@@ -1,64 +1,47 @@
 //! The notification service on a real broker, registry and database. The test plays the order
 //! service: it publishes order events as its relay would, duplicates included.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
 use oms_notifications::testing::TestNotifications;
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
-    avro::{self, AvroCodec},
-    bus::{EventBus, TopicSpec},
     consumer::{self, dlq_header},
     event::*,
-    testing,
+    testing::{self, TopicWriter},
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 struct Fixture {
     _registry: TestRegistry,
-    bus: Arc<dyn EventBus>,
-    codec: AvroCodec,
-    orders: String,
+    /// Plays the order service.
+    orders: TopicWriter,
     notifications: TestNotifications,
 }
 
 impl Fixture {
     async fn new() -> Self {
         let registry = TestRegistry::spawn().await;
-        let mut bus_config = testing::kafka_config(&testing::kafka_brokers());
-        bus_config.registry.url = registry.url();
-        let (_, bus) = testing::kafka_bus().await;
-        let orders = testing::unique("orders");
-        bus.ensure_topics(&[TopicSpec::new(&orders, 3)])
-            .await
-            .expect("orders topic");
+        let mut bus = testing::kafka_config(&testing::kafka_brokers());
+        bus.registry.url = registry.url();
         let types = [
             OrderPlaced::TYPE,
             OrderStatusChanged::TYPE,
             OrderCancelled::TYPE,
         ];
-        avro::register(&bus_config.registry, &orders, &types)
-            .await
-            .expect("register");
-        let codec = AvroCodec::new(&bus_config.registry).expect("codec");
-        let notifications = TestNotifications::spawn(bus_config, &orders).await;
+        let orders = TopicWriter::new(&bus, "orders", &types).await;
+        let notifications = TestNotifications::spawn(bus, &orders.topic).await;
         Self {
             _registry: registry,
-            bus,
-            codec,
             orders,
             notifications,
         }
     }
 
     async fn publish(&self, records: &[&EventRecord]) {
-        let mut messages = Vec::new();
-        for record in records {
-            messages.push(record.to_message(&self.codec).await.expect("encode"));
-        }
-        self.bus.publish(messages).await.expect("publish");
+        self.orders.publish(records).await;
     }
 
     fn placed(&self, customer_id: Uuid) -> EventRecord {
@@ -74,7 +57,7 @@ impl Fixture {
             placed_at: Utc::now(),
             placed_by: None,
         };
-        EventRecord::new(&self.orders, &placed)
+        EventRecord::new(&self.orders.topic, &placed)
     }
 
     /// A change to the order `placed` placed, in its saga.
@@ -87,7 +70,7 @@ impl Fixture {
             reason: None,
             at: Utc::now(),
         };
-        EventRecord::new(&self.orders, &changed).correlated(placed.correlation_id)
+        EventRecord::new(&self.orders.topic, &changed).correlated(placed.correlation_id)
     }
 
     async fn notices(&self, customer_id: Uuid, count: usize) -> Vec<Value> {
@@ -141,7 +124,7 @@ async fn a_redelivered_event_is_told_once_and_its_sending_is_recorded_as_an_even
 
     // Each sending is on the notifications topic, caused by the event it told.
     let sent = testing::consume_events(
-        fixture.bus.as_ref(),
+        fixture.orders.bus.as_ref(),
         &fixture.notifications.config.topic,
         3,
         Duration::from_secs(60),
@@ -149,7 +132,7 @@ async fn a_redelivered_event_is_told_once_and_its_sending_is_recorded_as_an_even
     .await;
     let mut causes = Vec::new();
     for delivery in &sent {
-        let record = EventRecord::from_delivery(delivery, &fixture.codec)
+        let record = EventRecord::from_delivery(delivery, &fixture.orders.codec)
             .await
             .expect("decode");
         let told: NotificationSent = record.payload_as().expect("sent").expect("payload");
@@ -175,8 +158,8 @@ async fn a_change_to_an_order_never_placed_is_dead_lettered_and_the_partition_go
     fixture.notices(customer, 1).await;
 
     let letters = consumer::dead_letters(
-        fixture.bus.as_ref(),
-        &fixture.orders,
+        fixture.orders.bus.as_ref(),
+        &fixture.orders.topic,
         Duration::from_secs(3),
     )
     .await

@@ -6,46 +6,32 @@ use std::time::Duration;
 use chrono::Utc;
 use oms_api::testing::TestApi;
 use oms_saga::{
-    avro::{self, AvroCodec},
-    bus::{self, EventBus, TopicSpec},
     consumer::{self, dlq_header},
     event::*,
-    testing,
+    testing::{self, TopicWriter},
 };
 use oms_status::testing::TestStatus;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use uuid::Uuid;
 
 struct Fixture {
     api: TestApi,
     _status: TestStatus,
-    bus: Arc<dyn EventBus>,
-    codec: AvroCodec,
-    inventory_topic: String,
+    /// Plays the inventory.
+    inventory: TopicWriter,
     http: reqwest::Client,
 }
 
 impl Fixture {
     async fn new() -> Self {
         let api = TestApi::spawn().await;
-        let bus = bus::connect(&api.config.bus).expect("bus");
-        let inventory_topic = testing::unique("inventory");
-        bus.ensure_topics(&[TopicSpec::new(&inventory_topic, 3)])
-            .await
-            .expect("topic");
         let answers = [StockReserved::TYPE, StockRejected::TYPE];
-        avro::register(&api.config.bus.registry, &inventory_topic, &answers)
-            .await
-            .expect("register");
-        let status = TestStatus::spawn(&api.config, &inventory_topic, |_| {}).await;
-        let codec = api.codec();
+        let inventory = TopicWriter::new(&api.config.bus, "inventory", &answers).await;
+        let status = TestStatus::spawn(&api.config, &inventory.topic, |_| {}).await;
         Self {
             api,
             _status: status,
-            bus,
-            codec,
-            inventory_topic,
+            inventory,
             http: reqwest::Client::new(),
         }
     }
@@ -79,11 +65,8 @@ impl Fixture {
     }
 
     async fn answer<E: Event>(&self, answer: &E) -> EventRecord {
-        let record = EventRecord::new(&self.inventory_topic, answer);
-        self.bus
-            .publish(vec![record.to_message(&self.codec).await.expect("encode")])
-            .await
-            .expect("publish");
+        let record = EventRecord::new(&self.inventory.topic, answer);
+        self.inventory.publish(&[&record]).await;
         record
     }
 
@@ -135,8 +118,7 @@ async fn a_reservation_makes_the_order_reserved_once_and_the_cached_read_shows_i
     let order = fx.wait_for_status(id, "RESERVED").await;
     assert_eq!(order["version"], 2);
     // The same answer again changes nothing.
-    let again = answer.to_message(&fx.codec).await.expect("encode");
-    fx.bus.publish(vec![again]).await.expect("publish");
+    fx.inventory.publish(&[&answer]).await;
     let marker = fx.place().await;
     fx.answer(&reserved(marker)).await;
     fx.wait_for_status(marker, "RESERVED").await;
@@ -197,10 +179,13 @@ async fn an_answer_for_an_order_that_moved_on_is_ignored_and_one_for_no_order_is
     fx.answer(&reserved(id)).await;
     let nobody = fx.answer(&reserved(Uuid::new_v4())).await;
     let letters = testing::eventually(Duration::from_secs(30), "the dead letter", || async {
-        let letters =
-            consumer::dead_letters(fx.bus.as_ref(), &fx.inventory_topic, Duration::from_secs(1))
-                .await
-                .ok()?;
+        let letters = consumer::dead_letters(
+            fx.inventory.bus.as_ref(),
+            &fx.inventory.topic,
+            Duration::from_secs(1),
+        )
+        .await
+        .ok()?;
         (!letters.is_empty()).then_some(letters)
     })
     .await;
