@@ -5,6 +5,10 @@
 //! - `oms dlq list TOPIC`: the dead letters of TOPIC, with why and where from.
 //! - `oms dlq redrive TOPIC`: sends chosen dead letters (or all) back to TOPIC.
 //! - `oms schemas subjects`, `oms schemas show SUBJECT [VERSION]`: browses the schema registry.
+//! - `oms check`: the saga's invariants, read from the databases and dead-letter topics
+//!   ([`check`]).
+
+pub mod check;
 
 use std::time::Duration;
 
@@ -26,6 +30,10 @@ pub enum Error {
     NoSuchLetters { topic: String, offsets: Vec<i64> },
     #[error("schema registry at {url}: {message}")]
     Registry { url: String, message: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0} is not set: the checker reads every service's database")]
+    NotConfigured(&'static str),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,6 +43,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[serde(default, deny_unknown_fields)]
 pub struct CliConfig {
     pub bus: oms_saga::config::BusConfig,
+    /// The services' databases, for `oms check`.
+    pub databases: check::Databases,
 }
 
 /// One delivery as a JSON line. A body the codec cannot read is shown raw, with the reason,
@@ -219,4 +229,57 @@ pub async fn schema_show(
         serde_json::to_string_pretty(&found).unwrap_or_default()
     )?;
     Ok(())
+}
+
+/// Checks the invariants, waiting up to `wait` for the database ones to hold (the saga may still
+/// be settling, and a progress line says so), then counts the dead letters of `topics`. Prints
+/// the report; returns whether everything holds.
+pub async fn check(
+    config: &CliConfig,
+    bus: &dyn EventBus,
+    wait: Duration,
+    expected_dead_letters: usize,
+    topics: &[String],
+    mut out: impl std::io::Write,
+) -> Result<bool> {
+    let pool = |url: &Option<oms_saga::config::Secret>, name| -> Result<sqlx::PgPool> {
+        let url = url.as_ref().ok_or(Error::NotConfigured(name))?;
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(url.expose())?)
+    };
+    let databases = &config.databases;
+    let orders = pool(&databases.orders, "cli.databases.orders")?;
+    let inventory = pool(&databases.inventory, "cli.databases.inventory")?;
+    let notifications = pool(&databases.notifications, "cli.databases.notifications")?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut snapshot = loop {
+        let snapshot = check::snapshot(&orders, &inventory, &notifications).await?;
+        let broken: Vec<&str> = check::evaluate(&snapshot, chrono::Utc::now(), 0)
+            .into_iter()
+            .filter(|v| !v.holds)
+            .map(|v| v.invariant)
+            .collect();
+        if broken.is_empty() || std::time::Instant::now() >= deadline {
+            break snapshot;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        eprintln!(
+            "waiting for the saga to settle ({} left): {}",
+            humantime::format_duration(Duration::from_secs(left.as_secs())),
+            broken.join(", ")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let counted = futures::future::join_all(
+        topics
+            .iter()
+            .map(|topic| consumer::dead_letters(bus, topic, Duration::from_secs(2))),
+    )
+    .await;
+    for (topic, letters) in topics.iter().zip(counted) {
+        snapshot.dead_letters.insert(topic.clone(), letters?.len());
+    }
+    let verdicts = check::evaluate(&snapshot, chrono::Utc::now(), expected_dead_letters);
+    Ok(check::report(&verdicts, &mut out)?)
 }

@@ -40,6 +40,20 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Checks the saga's invariants against the services' databases and the dead-letter topics;
+    /// prints each with its figures, then PASS or FAIL (exit status 1).
+    Check {
+        /// Keeps checking until the invariants hold or this long passed (the saga may still be
+        /// settling).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Dead letters injected on purpose, which do not count against the verdict.
+        #[arg(long, default_value_t = 0)]
+        expect_dead_letters: usize,
+        /// The topics whose dead letters are counted.
+        #[arg(long = "topic", default_values = ["orders", "inventory", "notifications"])]
+        topics: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +129,24 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
             eprintln!("redrove {sent} dead letter(s) to {topic}");
+        }
+        Command::Check {
+            wait,
+            expect_dead_letters,
+            topics,
+        } => {
+            let holds = oms_cli::check(
+                &config,
+                bus.as_ref(),
+                wait,
+                expect_dead_letters,
+                &topics,
+                out,
+            )
+            .await?;
+            if !holds {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

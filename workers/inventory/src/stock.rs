@@ -169,14 +169,16 @@ pub async fn get(conn: impl sqlx::PgExecutor<'_>, product_id: &str) -> sqlx::Res
 }
 
 /// Sets how many units are available (a delivery, a count), keeping what is reserved and sold.
+/// The difference counts as taken in (a delivery) or written off (a count that came up short).
 pub async fn set_available(
     conn: impl sqlx::PgExecutor<'_>,
     product_id: &str,
     available: u32,
 ) -> sqlx::Result<Stock> {
     sqlx::query_as(
-        "INSERT INTO stock (product_id, available) VALUES ($1, $2) \
-         ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available, updated_at = now() \
+        "INSERT INTO stock (product_id, available, received) VALUES ($1, $2, $2) \
+         ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available, \
+           received = stock.received + EXCLUDED.available - stock.available, updated_at = now() \
          RETURNING product_id, available, reserved, sold",
     )
     .bind(product_id)

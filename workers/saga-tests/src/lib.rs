@@ -237,6 +237,34 @@ impl Stack {
         count
     }
 
+    /// Waits until every invariant of the saga holds across the services' databases (what
+    /// `oms check` checks), and fails the test with the report if they do not within [`SETTLE`].
+    pub async fn assert_settled(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let snapshot = oms_cli::check::snapshot(
+                &self.api.db.pool,
+                &self.inventory.db.pool,
+                &self.notifications.db.pool,
+            )
+            .await
+            .expect("snapshot");
+            let verdicts = oms_cli::check::evaluate(&snapshot, chrono::Utc::now(), 0);
+            if verdicts.iter().all(|v| v.holds) {
+                return;
+            }
+            if started.elapsed() > SETTLE {
+                let mut report = Vec::new();
+                oms_cli::check::report(&verdicts, &mut report).expect("report");
+                panic!(
+                    "the saga did not settle:\n{}",
+                    String::from_utf8_lossy(&report)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Waits until a product's stock is `(available, reserved, sold)`.
     pub async fn wait_for_stock(&self, product: &str, expected: (i64, i64, i64)) {
         testing::eventually(SETTLE, &format!("{product} to be {expected:?}"), || async {

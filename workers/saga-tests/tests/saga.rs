@@ -54,6 +54,7 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_even_across_a_restart_and_
         StatusCode::CREATED,
         "the released stock can be ordered again"
     );
+    stack.assert_settled().await;
 }
 
 async fn testing_wait_no_deadlines(stack: &Stack) {
@@ -120,6 +121,7 @@ async fn an_order_is_reserved_paid_and_shipped_with_its_customer_told_of_each_st
     let (status, problem) =
         listed(format!("/api/notifications?customerId={}", stack.alice())).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    stack.assert_settled().await;
 }
 
 #[tokio::test]
@@ -171,6 +173,7 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
     let counts = stack.notifications.sender.counts();
     assert_eq!(counts.len(), 2 + 3 * 3 + 2, "one message per telling event");
     assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
+    stack.assert_settled().await;
 }
 
 #[tokio::test]
@@ -256,6 +259,7 @@ async fn with_the_inventory_down_the_breaker_opens_orders_are_accepted_unchecked
         stack.wait_for(*id, "RESERVED").await;
     }
     stack.wait_for_stock("SKU-DOWN", (5, 5, 0)).await;
+    stack.assert_settled().await;
 }
 
 #[tokio::test]
@@ -283,6 +287,7 @@ async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_or
     let counts = stack.notifications.sender.counts();
     assert_eq!(counts.len(), 12 * 3);
     assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
+    stack.assert_settled().await;
 }
 
 #[tokio::test]
@@ -324,4 +329,5 @@ async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_reserved_and_th
         .collect();
     assert_eq!(reasons.len(), 150);
     assert!(reasons.iter().all(|r| *r == "OUT_OF_STOCK"), "{reasons:?}");
+    stack.assert_settled().await;
 }
