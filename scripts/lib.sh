@@ -115,6 +115,13 @@ ensure_database() {
 }
 
 # start_process NAME COMMAND...: runs COMMAND in the background, logging to logs/NAME.log.
+# Prints where cargo puts the binaries of profile $1 (debug or release).
+bin_dir() {
+  local target_dir
+  target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$OMS_ROOT/Cargo.toml" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  echo "$target_dir/$1"
+}
 start_process() {
   local name=$1; shift
   mkdir -p "$OMS_STATE_DIR/logs" "$OMS_STATE_DIR/pids"

@@ -75,7 +75,7 @@ impl IntoResponse for Error {
                 "idempotency-key-reused",
                 "The Idempotency-Key was already used with a different request",
             ),
-            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            Error::Database(e) if oms_saga::database_unavailable(e) => {
                 tracing::error!(error = %self, "database unavailable");
                 Problem::unavailable("The order database is unavailable; retry later.")
             }

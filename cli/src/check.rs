@@ -275,13 +275,25 @@ fn events_accounted(s: &Snapshot, expected_dead_letters: usize) -> Verdict {
         .map(|(db, n)| format!("{db}: {n} outbox rows never published"))
         .collect();
     let told: HashSet<Uuid> = s.telling_events.iter().map(|(id, _)| *id).collect();
+    // A notice is sent at most once: one claimed by a sender that crashed mid-send stays SENDING
+    // (in doubt) rather than being sent again, and one the sender refused is FAILED. Both were
+    // caused exactly once; a PENDING one after the saga settled was never picked up.
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
     for (event_id, kind) in &s.telling_events {
         match s.notifications.get(event_id).map(Vec::as_slice) {
             None | Some([]) => offenders.push(format!("{kind} event {event_id}: never told")),
-            Some([state]) if state == "SENT" => {}
-            Some(states) => offenders.push(format!("{kind} event {event_id}: notices {states:?}")),
+            Some([state]) if state == "PENDING" => {
+                offenders.push(format!("{kind} event {event_id}: notice still PENDING"));
+            }
+            Some([state]) => *states.entry(state).or_default() += 1,
+            Some(many) => offenders.push(format!("{kind} event {event_id}: notices {many:?}")),
         }
     }
+    let states = states
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     for event_id in s.notifications.keys().filter(|id| !told.contains(id)) {
         offenders.push(format!(
             "a notice for {event_id}, which is no telling order event"
@@ -298,8 +310,8 @@ fn events_accounted(s: &Snapshot, expected_dead_letters: usize) -> Verdict {
     verdict(
         "events are accounted for",
         format!(
-            "{outbox} unpublished outbox rows; {} telling events, {} notices; {dead} dead letters \
-             ({expected_dead_letters} injected)",
+            "{outbox} unpublished outbox rows; {} telling events, {} notices ({states}); \
+             {dead} dead letters ({expected_dead_letters} injected)",
             s.telling_events.len(),
             s.notifications.values().map(Vec::len).sum::<usize>()
         ),
@@ -307,12 +319,29 @@ fn events_accounted(s: &Snapshot, expected_dead_letters: usize) -> Verdict {
     )
 }
 
-/// Reads a snapshot from the three databases; dead letters are the caller's to add.
+/// A read-only transaction that sees one moment of a database, so figures read from several
+/// tables agree.
+async fn moment(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Reads a snapshot from the three databases, each at one moment of its own (the saga moves
+/// between them, so a settling saga may look inconsistent across them for a while); dead
+/// letters are the caller's to add.
 pub async fn snapshot(
     orders: &PgPool,
     inventory: &PgPool,
     notifications: &PgPool,
 ) -> sqlx::Result<Snapshot> {
+    let (mut orders, mut inventory, mut notifications) = (
+        moment(orders).await?,
+        moment(inventory).await?,
+        moment(notifications).await?,
+    );
     #[derive(sqlx::FromRow)]
     struct OrderRow {
         id: Uuid,
@@ -324,7 +353,7 @@ pub async fn snapshot(
         "SELECT o.id, o.status, o.items, d.due_at FROM orders o \
          LEFT JOIN payment_deadlines d ON d.order_id = o.id",
     )
-    .fetch_all(orders)
+    .fetch_all(&mut *orders)
     .await?;
     let mut snapshot = Snapshot::default();
     for row in rows {
@@ -345,7 +374,7 @@ pub async fn snapshot(
     }
     let stock: Vec<(String, i32, i32, i32, i32)> =
         sqlx::query_as("SELECT product_id, available, reserved, sold, received FROM stock")
-            .fetch_all(inventory)
+            .fetch_all(&mut *inventory)
             .await?;
     snapshot.stock = stock
         .into_iter()
@@ -359,7 +388,7 @@ pub async fn snapshot(
         .collect();
     let reservations: Vec<(Uuid, String, i32, String)> =
         sqlx::query_as("SELECT order_id, product_id, quantity, state FROM reservations")
-            .fetch_all(inventory)
+            .fetch_all(&mut *inventory)
             .await?;
     snapshot.reservations = reservations
         .into_iter()
@@ -370,20 +399,20 @@ pub async fn snapshot(
             state,
         })
         .collect();
-    for (name, pool) in [
-        ("orders", orders),
-        ("inventory", inventory),
-        ("notifications", notifications),
+    for (name, tx) in [
+        ("orders", &mut orders),
+        ("inventory", &mut inventory),
+        ("notifications", &mut notifications),
     ] {
         let unpublished: i64 =
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(pool)
+                .fetch_one(&mut **tx)
                 .await?;
         snapshot.unpublished.insert(name.to_owned(), unpublished);
     }
-    snapshot.telling_events = telling_events(orders).await?;
+    snapshot.telling_events = telling_events(&mut orders).await?;
     let notices: Vec<(Uuid, String)> = sqlx::query_as("SELECT event_id, state FROM notifications")
-        .fetch_all(notifications)
+        .fetch_all(&mut *notifications)
         .await?;
     for (event_id, state) in notices {
         snapshot
@@ -397,7 +426,9 @@ pub async fn snapshot(
 
 /// The order events the notification service must tell, by its own rules, read from the order
 /// service's outbox (every order event is written there).
-async fn telling_events(orders: &PgPool) -> sqlx::Result<Vec<(Uuid, &'static str)>> {
+async fn telling_events(
+    orders: &mut sqlx::PgConnection,
+) -> sqlx::Result<Vec<(Uuid, &'static str)>> {
     #[derive(sqlx::FromRow)]
     struct OutboxRow {
         event_id: Uuid,
@@ -564,6 +595,17 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_in_doubt_after_a_crash_mid_send_is_reported_not_resent() {
+        let mut s = consistent();
+        let (placed, _) = s.telling_events[0];
+        s.notifications.insert(placed, vec!["SENDING".into()]);
+        let verdicts = evaluate(&s, Utc::now(), 0);
+        let events = &verdicts[4];
+        assert!(events.holds, "{:?}", events.offenders);
+        assert!(events.figures.contains("1 SENDING"), "{}", events.figures);
+    }
+
+    #[test]
     fn untold_twice_told_unpublished_and_dead_events_are_caught() {
         let mut s = consistent();
         let (placed, _) = s.telling_events[0];
@@ -573,6 +615,10 @@ mod tests {
         let mut s = consistent();
         s.telling_events.push((Uuid::new_v4(), "PAID"));
         assert_eq!(broken(&s), ["events are accounted for"]);
+        let mut s = consistent();
+        let (placed, _) = s.telling_events[0];
+        s.notifications.insert(placed, vec!["PENDING".into()]);
+        assert_eq!(broken(&s), ["events are accounted for"], "never picked up");
         let mut s = consistent();
         s.unpublished.insert("inventory".into(), 3);
         assert_eq!(broken(&s), ["events are accounted for"]);

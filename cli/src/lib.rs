@@ -7,8 +7,10 @@
 //! - `oms schemas subjects`, `oms schemas show SUBJECT [VERSION]`: browses the schema registry.
 //! - `oms check`: the saga's invariants, read from the databases and dead-letter topics
 //!   ([`check`]).
+//! - `oms load`: places orders through the gateway at a steady rate ([`load`]).
 
 pub mod check;
+pub mod load;
 
 use std::time::Duration;
 

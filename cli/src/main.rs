@@ -40,6 +40,32 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Places orders through the gateway at a steady rate, then prints what came back and how
+    /// fast (JSON).
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        #[arg(long, default_value = "alice")]
+        user: String,
+        #[arg(long, env = "OMS_LOAD_PASSWORD")]
+        password: String,
+        /// The customer the user orders for.
+        #[arg(long)]
+        customer: uuid::Uuid,
+        /// Orders per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// A line of every order, PRODUCT:QUANTITY; may be repeated.
+        #[arg(long = "line", required = true, value_parser = parse_line)]
+        lines: Vec<(String, u32)>,
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+        /// Writes the ids of the accepted orders here, one a line.
+        #[arg(long)]
+        ids: Option<std::path::PathBuf>,
+    },
     /// Checks the saga's invariants against the services' databases and the dead-letter topics;
     /// prints each with its figures, then PASS or FAIL (exit status 1).
     Check {
@@ -90,6 +116,16 @@ enum DlqCommand {
     },
 }
 
+fn parse_line(text: &str) -> Result<(String, u32), String> {
+    let (product, quantity) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected PRODUCT:QUANTITY"))?;
+    let quantity = quantity
+        .parse()
+        .map_err(|e| format!("{text:?}: quantity: {e}"))?;
+    Ok((product.to_owned(), quantity))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -129,6 +165,42 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
             eprintln!("redrove {sent} dead letter(s) to {topic}");
+        }
+        Command::Load {
+            gateway,
+            user,
+            password,
+            customer,
+            rate,
+            duration,
+            lines,
+            max_in_flight,
+            ids,
+        } => {
+            let load = oms_cli::load::Load {
+                gateway,
+                username: user,
+                password,
+                customer_id: customer,
+                rate,
+                duration,
+                lines,
+                max_in_flight,
+            };
+            let report = oms_cli::load::run(&load)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if let Some(path) = ids {
+                let lines: String = report
+                    .accepted_ids
+                    .iter()
+                    .map(|id| format!("{id}\n"))
+                    .collect();
+                std::fs::write(path, lines)?;
+            }
+            let mut out = out;
+            serde_json::to_writer(&mut out, &report)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
         }
         Command::Check {
             wait,

@@ -39,4 +39,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod worker;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, database_unavailable};
