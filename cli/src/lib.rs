@@ -7,6 +7,8 @@
 //! - `oms schemas subjects`, `oms schemas show SUBJECT [VERSION]`: browses the schema registry.
 //! - `oms check`: the saga's invariants, read from the databases and dead-letter topics
 //!   ([`check`]).
+//! - `oms rewind GROUP TOPIC`: a consumer group receives a topic again; `oms inject TOPIC`
+//!   publishes bytes that are no event. Drills for redelivery and dead letters.
 //! - `oms load`: places orders through the gateway at a steady rate ([`load`]).
 
 pub mod check;

@@ -40,6 +40,24 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Moves a consumer group back to the start of a topic, so that it receives everything
+    /// again (stop the group's consumers first).
+    Rewind {
+        group: String,
+        topic: String,
+        /// Goes back this many messages in each partition, instead of to the start.
+        #[arg(long)]
+        by: Option<u64>,
+    },
+    /// Publishes a message that is no event (raw bytes, no headers), as a broken producer
+    /// would: a drill for the dead-letter path.
+    Inject {
+        topic: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        text: String,
+    },
     /// Places orders through the gateway at a steady rate, then prints what came back and how
     /// fast (JSON).
     Load {
@@ -165,6 +183,20 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
             eprintln!("redrove {sent} dead letter(s) to {topic}");
+        }
+        Command::Rewind { group, topic, by } => {
+            let again = bus.rewind(&group, &topic, by).await?;
+            eprintln!("{group} will receive {again} message(s) of {topic} again");
+        }
+        Command::Inject { topic, key, text } => {
+            let message = oms_saga::bus::Message {
+                topic: topic.clone(),
+                key,
+                payload: text.into_bytes(),
+                headers: oms_saga::bus::Headers::default(),
+            };
+            bus.publish(vec![message]).await?;
+            eprintln!("published one message that is no event to {topic}");
         }
         Command::Load {
             gateway,

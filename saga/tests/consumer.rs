@@ -257,3 +257,51 @@ async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_o
     stop.cancel();
     task.await.expect("join").expect("consumer");
 }
+
+#[tokio::test]
+async fn a_rewound_group_receives_everything_again_and_applies_nothing_twice() {
+    let fx = Fixture::new().await;
+    let tasks: Vec<EventRecord> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|key| fx.task(key, "ok"))
+        .collect();
+    fx.publish(&tasks.iter().collect::<Vec<_>>()).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_effects(&["a", "b", "c", "d"]).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+
+    // The group's position reaches the end once its last commit lands.
+    let again = testing::eventually(
+        Duration::from_secs(20),
+        "the group to be rewound over all four",
+        || async {
+            let again = fx
+                .bus
+                .rewind(&fx.group, &fx.topic, None)
+                .await
+                .expect("rewind");
+            (again == 4).then_some(again)
+        },
+    )
+    .await;
+    assert_eq!(again, 4);
+    // The group really is back at the start: a member of it receives the first events again.
+    let mut subscription = fx
+        .bus
+        .subscribe(&fx.group, std::slice::from_ref(&fx.topic))
+        .await
+        .expect("subscribe");
+    let first = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("a redelivery")
+        .expect("delivery");
+    assert_eq!(first.offset, 0);
+    drop(subscription);
+
+    let (stop, task) = fx.start();
+    fx.publish(&[&fx.task("e", "ok")]).await;
+    fx.wait_for_effects(&["a", "b", "c", "d", "e"]).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+}

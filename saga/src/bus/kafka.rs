@@ -7,7 +7,7 @@ use rdkafka::{
     ClientConfig, Message as _, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer},
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     message::{Header, Headers as _, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
@@ -187,6 +187,62 @@ impl EventBus for KafkaBus {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
         Ok(Box::new(KafkaSubscription { consumer }))
+    }
+
+    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
+        let mut client = Self::client_config(&self.config);
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let consumer: BaseConsumer =
+            Self::create(client, &self.config).map_err(bus_err("consumer"))?;
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(bus_err("metadata"))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let mut all = TopicPartitionList::new();
+            for partition in &partitions {
+                all.add_partition(&topic, *partition);
+            }
+            let committed = consumer
+                .committed_offsets(all, METADATA_TIMEOUT)
+                .map_err(bus_err("committed offsets"))?;
+            let mut rewound = TopicPartitionList::new();
+            let mut again = 0;
+            for partition in partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .map_err(bus_err("watermarks"))?;
+                let at = match committed
+                    .find_partition(&topic, partition)
+                    .map(|p| p.offset())
+                {
+                    Some(Offset::Offset(at)) => at,
+                    _ => high,
+                };
+                let to = match back {
+                    Some(back) => (at - i64::try_from(back).unwrap_or(i64::MAX)).max(low),
+                    None => low,
+                };
+                again += (at - to).max(0) as u64;
+                rewound
+                    .add_partition_offset(&topic, partition, Offset::Offset(to))
+                    .map_err(bus_err("rewind"))?;
+            }
+            consumer
+                .commit(&rewound, CommitMode::Sync)
+                .map_err(bus_err("commit"))?;
+            Ok(again)
+        })
+        .await
+        .map_err(|e| Error::Bus(format!("rewind: {e}")))?
     }
 
     async fn ping(&self) -> Result<()> {

@@ -91,6 +91,12 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
 
     /// Whether the broker answers now; for readiness checks.
     async fn ping(&self) -> Result<()>;
+
+    /// Moves `group` back on `topic` by `back` messages in each partition, or to the first
+    /// message with `None`, so that its consumers receive them again: a replay, or a drill that
+    /// proves redelivery changes nothing. Meant for a group with no consumer running. Returns
+    /// how many messages the group will receive again.
+    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64>;
 }
 
 #[async_trait]
