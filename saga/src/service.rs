@@ -17,6 +17,27 @@ pub trait ServiceConfig: Serialize + DeserializeOwned {
     fn log(&self) -> &LogConfig;
 }
 
+/// Implements [`ServiceConfig`] for a config with `listen`, `database` and `log` fields, the
+/// shape every service's config has.
+#[macro_export]
+macro_rules! service_config {
+    ($config:ty) => {
+        impl $crate::service::ServiceConfig for $config {
+            fn listen(&self) -> ::std::net::SocketAddr {
+                self.listen
+            }
+
+            fn database(&self) -> &$crate::config::DatabaseConfig {
+                &self.database
+            }
+
+            fn log(&self) -> &$crate::config::LogConfig {
+                &self.log
+            }
+        }
+    };
+}
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

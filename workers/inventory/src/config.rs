@@ -48,16 +48,4 @@ impl Default for InventoryConfig {
     }
 }
 
-impl oms_saga::service::ServiceConfig for InventoryConfig {
-    fn listen(&self) -> std::net::SocketAddr {
-        self.listen
-    }
-
-    fn database(&self) -> &oms_saga::config::DatabaseConfig {
-        &self.database
-    }
-
-    fn log(&self) -> &oms_saga::config::LogConfig {
-        &self.log
-    }
-}
+oms_saga::service_config!(InventoryConfig);

@@ -71,16 +71,4 @@ impl Default for NotificationsConfig {
     }
 }
 
-impl oms_saga::service::ServiceConfig for NotificationsConfig {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
-    }
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
+oms_saga::service_config!(NotificationsConfig);
