@@ -318,16 +318,7 @@ async fn cancel_order(
 
 /// Ready when the database and the broker answer; the body says which one does not.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let database = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(state.store.pool()),
-    )
-    .await;
-    let database = match database {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_owned()),
-    };
+    let database = oms_saga::server::check_database(state.store.pool()).await;
     let broker = match &state.bus {
         None => Ok(()),
         Some(bus) => match tokio::time::timeout(Duration::from_secs(3), bus.ping()).await {

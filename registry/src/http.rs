@@ -302,12 +302,5 @@ async fn delete_subject_config(
 }
 
 async fn ready(State(state): AppStateRef) -> Response {
-    match sqlx::query("SELECT 1").execute(state.store.pool()).await {
-        Ok(_) => {
-            axum::Json(json!({ "status": "ready", "checks": { "database": "up" } })).into_response()
-        }
-        Err(e) => oms_saga::problem::Problem::unavailable("not ready: database down")
-            .with("checks", json!({ "database": format!("down: {e}") }))
-            .into_response(),
-    }
+    oms_saga::server::database_ready(state.store.pool()).await
 }

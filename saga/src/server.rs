@@ -87,29 +87,34 @@ pub fn standard<S: Clone + Send + Sync + 'static>(
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-/// Readiness for a service whose database is what it needs: 200 with the check, or 503
-/// problem+json saying it is down. The check is bounded, so a hung database answers too.
-pub async fn database_ready(pool: &sqlx::PgPool) -> axum::response::Response {
-    use axum::response::IntoResponse;
+/// Whether the database answers a trivial query within two seconds; the error says why not.
+pub async fn check_database(pool: &sqlx::PgPool) -> std::result::Result<(), String> {
     let checked = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         sqlx::query("SELECT 1").execute(pool),
     )
     .await;
-    let down = match checked {
-        Ok(Ok(_)) => {
-            return axum::Json(
-                serde_json::json!({ "status": "ready", "checks": { "database": "up" } }),
-            )
-            .into_response();
+    match checked {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// Readiness for a service whose database is what it needs: 200 with the check, or 503
+/// problem+json saying it is down. The check is bounded, so a hung database answers too.
+pub async fn database_ready(pool: &sqlx::PgPool) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match check_database(pool).await {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ready", "checks": { "database": "up" } }))
+                .into_response()
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "timed out".to_owned(),
-    };
-    crate::problem::Problem::unavailable("not ready: database down")
-        .with(
-            "checks",
-            serde_json::json!({ "database": format!("down: {down}") }),
-        )
-        .into_response()
+        Err(down) => crate::problem::Problem::unavailable("not ready: database down")
+            .with(
+                "checks",
+                serde_json::json!({ "database": format!("down: {down}") }),
+            )
+            .into_response(),
+    }
 }
