@@ -13,6 +13,7 @@ use axum::{
 use oms_saga::{
     bus::EventBus,
     identity::{Caller, SUBJECT_HEADER},
+    page::{self, Page},
     problem::{Json, Path, Problem, Query},
 };
 use serde::{Deserialize, Serialize};
@@ -26,9 +27,6 @@ use crate::{
     error::{Error, Result},
     store::{IdempotencyKey, ListQuery, Order, Origin, Store},
 };
-
-pub const MAX_PAGE: i64 = 200;
-pub const DEFAULT_PAGE: i64 = 50;
 
 /// Who made the request and in which trace, for the events it causes.
 #[derive(Debug)]
@@ -210,20 +208,11 @@ struct ListParams {
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderPage {
-    items: Vec<Order>,
-    /// Pass as `after` for the next page; absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_after: Option<Uuid>,
-}
-
 async fn list_orders(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(params): Query<ListParams>,
-) -> Result<Json<OrderPage>, Response> {
+) -> Result<Json<Page<Order>>, Response> {
     let customer_id = caller
         .scope(params.customer_id)
         .map_err(IntoResponse::into_response)?;
@@ -232,12 +221,7 @@ async fn list_orders(
         .map(|s| s.parse::<OrderStatus>())
         .transpose()
         .map_err(|e| Problem::bad_request(e).into_response())?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(
-            Problem::bad_request(format!("limit must be from 1 to {MAX_PAGE}")).into_response(),
-        );
-    }
+    let limit = page::limit(params.limit).map_err(IntoResponse::into_response)?;
     let query = ListQuery {
         customer_id,
         status,
@@ -249,10 +233,7 @@ async fn list_orders(
         .list(&query)
         .await
         .map_err(IntoResponse::into_response)?;
-    let next_after = (items.len() as i64 == limit)
-        .then(|| items.last().map(|o| o.id))
-        .flatten();
-    Ok(Json(OrderPage { items, next_after }))
+    Ok(Json(Page::of(items, limit, |o| o.id)))
 }
 
 #[derive(Debug, Deserialize)]

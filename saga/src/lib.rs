@@ -12,6 +12,7 @@
 //!   and the relay publishes them, in order, once the broker acknowledges.
 //! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
+//! - [`page`]: keyset pages for list endpoints.
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.
 //! - [`service`]: a service binary's `main`: flags, config, logging, migrate or serve.
@@ -28,6 +29,7 @@ mod error;
 pub mod event;
 pub mod identity;
 pub mod outbox;
+pub mod page;
 pub mod problem;
 pub mod retry;
 pub mod schedule;

@@ -5,16 +5,14 @@ use std::sync::Arc;
 use axum::{Router, extract::State, response::Response, routing::get};
 use oms_saga::{
     identity::Caller,
+    page::{self, Page},
     problem::{Json, Problem, Query},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::send::Notification;
-
-pub const MAX_PAGE: i64 = 200;
-pub const DEFAULT_PAGE: i64 = 50;
 
 #[derive(Debug)]
 pub struct AppState {
@@ -40,27 +38,13 @@ struct ListParams {
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Page {
-    items: Vec<Notification>,
-    /// Pass as `after` for the next page; absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_after: Option<Uuid>,
-}
-
 async fn list(
     State(state): AppStateRef,
     caller: Caller,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page>, Problem> {
+) -> Result<Json<Page<Notification>>, Problem> {
     let customer_id = caller.scope(params.customer_id)?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = page::limit(params.limit)?;
     let items: Vec<Notification> = sqlx::query_as(
         "SELECT id, event_id, order_id, customer_id, kind, channel, message, state, created_at, \
          sent_at FROM notifications \
@@ -78,10 +62,7 @@ async fn list(
         tracing::error!(error = %e, "notifications database failed");
         Problem::unavailable("The notifications database is unavailable; retry later.")
     })?;
-    let next_after = (items.len() as i64 == limit)
-        .then(|| items.last().map(|n| n.id))
-        .flatten();
-    Ok(Json(Page { items, next_after }))
+    Ok(Json(Page::of(items, limit, |n| n.id)))
 }
 
 async fn ready(State(state): AppStateRef) -> Response {
