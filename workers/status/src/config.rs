@@ -54,3 +54,5 @@ impl Default for StatusConfig {
         }
     }
 }
+
+oms_saga::service_config!(StatusConfig);
