@@ -10,8 +10,8 @@ use oms_api::{
     store::{self, Origin, Store},
 };
 use oms_saga::{
-    consumer::{Handler, HandlerError},
-    event::{EventRecord, OrderStatus, StockRejected, StockReserved},
+    consumer::{Handler, HandlerError, payload},
+    event::{Event, EventRecord, OrderStatus, StockRejected, StockReserved},
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -38,25 +38,24 @@ struct Move {
 
 /// The move an answer asks for; `None` for events this worker does not act on.
 fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
-    let poison =
-        |e: serde_json::Error| HandlerError::Poison(format!("invalid {}: {e}", event.event_type));
-    if let Some(reserved) = event.payload_as::<StockReserved>() {
-        let order_id = reserved.map_err(poison)?.order_id;
-        return Ok(Some(Move {
-            order_id,
-            to: OrderStatus::Reserved,
-            reason: None,
-        }));
-    }
-    if let Some(rejected) = event.payload_as::<StockRejected>() {
-        let order_id = rejected.map_err(poison)?.order_id;
-        return Ok(Some(Move {
-            order_id,
-            to: OrderStatus::Cancelled,
-            reason: Some(OUT_OF_STOCK),
-        }));
-    }
-    Ok(None)
+    let (order_id, to, reason) = match event.event_type.as_str() {
+        StockReserved::TYPE => (
+            payload::<StockReserved>(event)?.order_id,
+            OrderStatus::Reserved,
+            None,
+        ),
+        StockRejected::TYPE => (
+            payload::<StockRejected>(event)?.order_id,
+            OrderStatus::Cancelled,
+            Some(OUT_OF_STOCK),
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(Move {
+        order_id,
+        to,
+        reason,
+    }))
 }
 
 #[async_trait]
