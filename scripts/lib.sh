@@ -115,6 +115,14 @@ ensure_database() {
 }
 
 # start_process NAME COMMAND...: runs COMMAND in the background, logging to logs/NAME.log.
+# demo_login GATEWAY USER: logs a demo user in (password $OMS_DEMO_PASSWORD) and prints the token.
+demo_login() {
+  curl -fsS "$1/auth/login" -H 'content-type: application/json' \
+    -d "{\"username\":\"$2\",\"password\":\"$OMS_DEMO_PASSWORD\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+# demo_customer: the customer id the demo user alice orders for.
+demo_customer() { sed -n 's/^ALICE_CUSTOMER_ID="\(.*\)"/\1/p' "$OMS_ROOT/scripts/demo-config"; }
 # Prints where cargo puts the binaries of profile $1 (debug or release).
 bin_dir() {
   local target_dir
