@@ -23,7 +23,7 @@ pub struct TestApi {
 impl TestApi {
     /// An API on the shared broker, with Redis at its usual address.
     pub async fn spawn() -> Self {
-        let (bus, _) = testing::kafka_bus().await;
+        let (bus, _) = testing::shared_bus().await;
         Self::spawn_with(bus, |_| {}).await
     }
 

@@ -625,7 +625,7 @@ async fn a_cached_order_is_replaced_on_every_change_and_never_by_an_older_copy()
 async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
     let mut redis = testing::dedicated_redis();
     let redis_url = format!("redis://{}", redis.addr);
-    let (bus, _) = testing::kafka_bus().await;
+    let (bus, _) = testing::shared_bus().await;
     let api = TestApi::spawn_with(bus, |c| {
         c.cache.url = Some(oms_saga::config::Secret::new(redis_url.clone()))
     })
@@ -661,8 +661,7 @@ async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
 async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it_resumes() {
     use futures::StreamExt;
     const ORDERS: usize = 200;
-    let broker = testing::dedicated_broker();
-    let bus_config = testing::kafka_config(&broker.addr.to_string());
+    let (broker, bus_config) = testing::dedicated_broker();
     let client = Client::with(TestApi::spawn_with(bus_config.clone(), |_| {}).await);
     let topic = client.api.config.topics.orders.clone();
     let bus = bus::connect(&bus_config).expect("bus");

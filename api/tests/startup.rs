@@ -27,7 +27,7 @@ async fn the_service_refuses_to_start_when_the_registry_rejects_its_schema_and_s
 
     let mut config = ApiConfig::default();
     config.database.url = Secret::new(db.url.clone());
-    config.bus = testing::kafka_config(&testing::kafka_brokers());
+    config.bus = testing::bus_config();
     config.bus.registry.url = registry.url();
     config.topics.orders = topic;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

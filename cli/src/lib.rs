@@ -98,9 +98,7 @@ pub async fn tail(
     idle: Option<Duration>,
     mut out: impl std::io::Write,
 ) -> Result<usize> {
-    // A group of its own, never committed to, so tailing does not move any service's offsets.
-    let group = format!("oms-cli-tail-{}", std::process::id());
-    let mut subscription = bus.subscribe(&group, &[topic.to_owned()]).await?;
+    let mut subscription = bus.browse(&[topic.to_owned()]).await?;
     let mut printed = 0;
     while count.is_none_or(|c| printed < c) {
         // Joining the group takes a few seconds; the idle clock starts after the first event.

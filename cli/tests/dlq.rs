@@ -12,11 +12,7 @@ use oms_saga::{
 use serde_json::Value;
 
 async fn oms(args: &[&str]) -> (bool, String, String) {
-    let run = common::oms(
-        &[format!("bus.kafka.brokers={}", testing::kafka_brokers())],
-        args,
-    )
-    .await;
+    let run = common::oms(&testing::bus_settings(&testing::bus_config()), args).await;
     (run.ok, run.stdout, run.stderr)
 }
 
@@ -36,7 +32,7 @@ fn letter(topic: &str, key: &str, offset: i64) -> Message {
 
 #[tokio::test]
 async fn dead_letters_are_listed_and_the_chosen_ones_redriven_without_their_dlq_headers() {
-    let (_, bus) = testing::kafka_bus().await;
+    let (_, bus) = testing::shared_bus().await;
     let topic = testing::unique("dlq-cli");
     bus.ensure_topics(&[
         TopicSpec::new(&topic, 1),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
-    let (_, bus) = testing::kafka_bus().await;
+    let (_, bus) = testing::shared_bus().await;
     let registry = TestRegistry::spawn().await;
     let registry_config = RegistryConfig {
         url: registry.url(),
@@ -52,10 +52,8 @@ async fn tail_prints_each_event_with_its_key_headers_and_decoded_body() {
     .await
     .expect("publish");
 
-    let settings = [
-        format!("bus.kafka.brokers={}", testing::kafka_brokers()),
-        format!("bus.registry.url={}", registry.url()),
-    ];
+    let mut settings = testing::bus_settings(&testing::bus_config());
+    settings.push(format!("bus.registry.url={}", registry.url()));
     let run = common::oms(
         &settings,
         &["tail", &topic, "--count", "2", "--idle", "30s"],

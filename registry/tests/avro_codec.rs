@@ -149,7 +149,7 @@ impl Fixture {
             .execute(&db.pool)
             .await
             .expect("table");
-        let (_, bus) = testing::kafka_bus().await;
+        let (_, bus) = testing::shared_bus().await;
         let topic = testing::unique("orders");
         bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
             .await
@@ -264,12 +264,14 @@ async fn bytes_that_are_not_framed_avro_or_name_an_unknown_schema_are_dead_lette
         reasons[1].contains("Schema 99999 not found"),
         "the unknown schema id is named: {reasons:?}"
     );
+    // The letter names where the bad message sits: the second of the topic's one partition.
+    let published = testing::consume(fx.bus.as_ref(), &fx.topic, 2, Duration::from_secs(10)).await;
     assert_eq!(
         letters[1]
             .message
             .headers
             .get_str(dlq_header::ORIGIN_OFFSET),
-        Some("1")
+        Some(published[1].offset.to_string().as_str())
     );
     stop.cancel();
     task.await.expect("join").expect("consumer");

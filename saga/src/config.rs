@@ -166,9 +166,11 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
-    /// Which broker carries the events. Only `kafka` for now.
+    /// Which broker carries the events: `kafka` or `nats` (JetStream). Every service and
+    /// worker runs unchanged on either.
     pub kind: BusKind,
     pub kafka: KafkaConfig,
+    pub nats: NatsConfig,
     /// The schema registry that the events' Avro schemas live in, whatever the broker.
     pub registry: crate::avro::RegistryConfig,
 }
@@ -178,6 +180,7 @@ impl Default for BusConfig {
         Self {
             kind: BusKind::Kafka,
             kafka: KafkaConfig::default(),
+            nats: NatsConfig::default(),
             registry: crate::avro::RegistryConfig::default(),
         }
     }
@@ -187,6 +190,7 @@ impl Default for BusConfig {
 #[serde(rename_all = "lowercase")]
 pub enum BusKind {
     Kafka,
+    Nats,
 }
 
 /// A Kafka cluster. `properties` passes any librdkafka setting through, which is how a real
@@ -212,6 +216,47 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             session_timeout: Duration::from_secs(6),
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// A NATS server with JetStream. A topic is a stream, and its partitions are subjects; see
+/// [`crate::bus`] for how the Kafka concepts map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The server, as `nats://host:port`; credentials may go in the URL (`nats://user:pass@host`).
+    pub url: Secret,
+    /// The connection name the server shows.
+    pub client_name: String,
+    /// Replicas of the streams a service creates; 3 on a real cluster.
+    pub replicas: usize,
+    /// How long a stream keeps a message (Kafka's `retention.ms`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The most a stream holds, in bytes. A full stream refuses new messages rather than drop
+    /// old ones nobody may have read yet: the outbox keeps them and retries.
+    pub max_bytes: i64,
+    /// How long a delivery may stay unacknowledged before it is redelivered. A consumer busy
+    /// with one keeps extending it, so this is how soon a crashed consumer's work moves on.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// A group's consumers that no instance pulled from for this long are removed (Kafka's
+    /// `offsets.retention.minutes`).
+    #[serde(with = "humantime_serde")]
+    pub group_retention: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("nats://127.0.0.1:4222"),
+            client_name: "oms".into(),
+            replicas: 1,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+            ack_wait: Duration::from_secs(10),
+            group_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

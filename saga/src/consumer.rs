@@ -10,7 +10,9 @@
 //! A transient failure (database or broker away) is retried with exponential backoff and jitter,
 //! without ever skipping the event. A handler's rejection ([`HandlerError::Poison`]) is tried a
 //! bounded number of times, then the event goes to `<topic>.dlq` with headers saying why and
-//! where from, and the partition goes on. [`redrive`] sends dead letters back.
+//! where from, and the partition goes on. [`redrive`] sends dead letters back. So does a message
+//! the broker delivered too often unacknowledged, which is what a message that crashes its
+//! consumer looks like.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -106,6 +108,10 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     /// Attempts at a poison event before it is dead-lettered.
     pub max_attempts: u32,
+    /// Deliveries of one message, as the broker counts them, before it is dead-lettered
+    /// unhandled: a message that every consumer taking it stopped on (a crash it causes) must
+    /// not stop its partition forever. Only JetStream counts deliveries.
+    pub max_deliveries: u32,
     #[serde(with = "humantime_serde")]
     pub min_backoff: Duration,
     #[serde(with = "humantime_serde")]
@@ -118,6 +124,7 @@ impl Default for ConsumerConfig {
             group: String::new(),
             topics: Vec::new(),
             max_attempts: 3,
+            max_deliveries: 10,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
         }
@@ -232,6 +239,15 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn settle(&self, delivery: &Delivery) -> Outcome {
+        if delivery.delivered > self.config.max_deliveries {
+            let reason = format!(
+                "delivered {} times without being acknowledged",
+                delivery.delivered
+            );
+            return self
+                .dead_letter(delivery, &reason, delivery.delivered)
+                .await;
+        }
         let mut delays = self.backoff();
         let record = loop {
             match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
@@ -326,11 +342,10 @@ pub async fn dead_letters(
     topic: &str,
     idle: Duration,
 ) -> Result<Vec<Delivery>> {
-    let group = format!("oms-dlq-reader-{}", uuid::Uuid::new_v4().simple());
     let dlq = dlq_topic(topic);
     bus.ensure_topics(&[crate::bus::TopicSpec::new(&dlq, 1)])
         .await?;
-    let mut subscription = bus.subscribe(&group, &[dlq]).await?;
+    let mut subscription = bus.browse(&[dlq]).await?;
     let mut letters = Vec::new();
     // The first wait covers joining the group.
     let mut wait = idle + Duration::from_secs(10);

@@ -1,6 +1,9 @@
 //! Test support: each test gets its own database, its own topic and group names, and, where it
 //! must break something, its own broker or Redis process. Nothing here is a mock; a missing
 //! service or tool fails the test with a message saying what to start or install.
+//!
+//! The bus the tests run on is chosen by `OMS_TEST_BUS`: `kafka` (the default) or `nats`;
+//! scripts/test runs the suite on both.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -14,7 +17,7 @@ use sqlx::{Connection, PgConnection, PgPool, migrate::Migrator};
 
 use crate::{
     bus::{self, EventBus},
-    config::{BusConfig, KafkaConfig},
+    config::{BusConfig, BusKind, KafkaConfig, NatsConfig, Secret},
 };
 
 /// The PostgreSQL server tests create their databases on.
@@ -23,9 +26,26 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// The shared Kafka-compatible broker; tests keep apart by using [`unique`] topic names.
-pub fn kafka_brokers() -> String {
-    std::env::var("OMS_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+/// The bus the tests run on, from `OMS_TEST_BUS`.
+pub fn bus_kind() -> BusKind {
+    match std::env::var("OMS_TEST_BUS").as_deref() {
+        Err(_) | Ok("" | "kafka") => BusKind::Kafka,
+        Ok("nats") => BusKind::Nats,
+        Ok(other) => panic!("OMS_TEST_BUS must be kafka or nats, not {other:?}"),
+    }
+}
+
+/// Where the shared broker of the tests' bus is; tests keep apart by using [`unique`] topic
+/// names.
+fn shared_broker() -> String {
+    match bus_kind() {
+        BusKind::Kafka => {
+            std::env::var("OMS_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+        }
+        BusKind::Nats => {
+            std::env::var("OMS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+        }
+    }
 }
 
 /// `prefix` followed by a random suffix, for topics, groups and databases.
@@ -72,26 +92,56 @@ pub async fn database(migrator: &Migrator) -> TestDatabase {
     TestDatabase { name, url, pool }
 }
 
-/// Kafka settings for `brokers`, with a short session timeout so that group joins are quick.
-pub fn kafka_config(brokers: &str) -> BusConfig {
+/// Settings for the tests' bus with its broker at `address`, with short timeouts so that
+/// group joins and redeliveries are quick.
+fn bus_config_at(kind: BusKind, address: &str) -> BusConfig {
     BusConfig {
+        kind,
         kafka: KafkaConfig {
-            brokers: brokers.to_owned(),
+            brokers: address.to_owned(),
             session_timeout: Duration::from_secs(6),
             ..KafkaConfig::default()
+        },
+        nats: NatsConfig {
+            url: Secret::new(address),
+            ack_wait: Duration::from_secs(3),
+            group_retention: Duration::from_secs(3600),
+            // JetStream reserves each stream's limit on disk: a suite's hundreds of small
+            // streams must not claim a gigabyte each.
+            max_bytes: 64 << 20,
+            ..NatsConfig::default()
         },
         ..BusConfig::default()
     }
 }
 
+/// Settings for the shared broker of the tests' bus.
+pub fn bus_config() -> BusConfig {
+    bus_config_at(bus_kind(), &shared_broker())
+}
+
+/// `--set` values that point a command at the broker of `config`.
+pub fn bus_settings(config: &BusConfig) -> Vec<String> {
+    let kind = match config.kind {
+        BusKind::Kafka => "kafka",
+        BusKind::Nats => "nats",
+    };
+    vec![
+        format!("bus.kind={kind}"),
+        format!("bus.kafka.brokers={}", config.kafka.brokers),
+        format!("bus.nats.url={}", config.nats.url.expose()),
+    ]
+}
+
 /// A bus on the shared broker; panics, saying so, if the broker does not answer.
-pub async fn kafka_bus() -> (BusConfig, Arc<dyn EventBus>) {
-    let config = kafka_config(&kafka_brokers());
-    let bus = bus::connect(&config).expect("kafka client");
+pub async fn shared_bus() -> (BusConfig, Arc<dyn EventBus>) {
+    let config = bus_config();
+    let bus = bus::connect(&config).expect("bus client");
     if let Err(e) = bus.ping().await {
         panic!(
-            "no Kafka-compatible broker at {} ({e}); run scripts/test, which starts one, or set OMS_TEST_KAFKA_BROKERS",
-            config.kafka.brokers
+            "no {:?} broker at {} ({e}); run scripts/test, which starts one, or set OMS_TEST_KAFKA_BROKERS or OMS_TEST_NATS_URL",
+            config.kind,
+            shared_broker()
         );
     }
     (config, bus)
@@ -110,6 +160,8 @@ pub fn free_port() -> u16 {
 pub struct Process {
     child: Child,
     pub addr: SocketAddr,
+    /// Its data, removed with it.
+    dir: Option<PathBuf>,
 }
 
 impl Process {
@@ -119,7 +171,11 @@ impl Process {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what} ({command:?}): {e}"));
-        let mut process = Self { child, addr };
+        let mut process = Self {
+            child,
+            addr,
+            dir: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
             if let Ok(Some(status)) = process.child.try_wait() {
@@ -161,6 +217,9 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.resume_quietly();
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -185,8 +244,47 @@ pub fn tansu_bin() -> PathBuf {
     cache.join("oms/bin/tansu")
 }
 
-/// A Kafka-compatible broker of the test's own, for tests that pause or kill it.
-pub fn dedicated_broker() -> Process {
+/// A broker of the test's own, of the tests' bus, for tests that pause or kill it; with the
+/// settings that reach it.
+pub fn dedicated_broker() -> (Process, BusConfig) {
+    dedicated_broker_of(bus_kind())
+}
+
+/// A broker of the test's own on the bus `kind`, whatever the run's bus: for what only that
+/// bus does.
+pub fn dedicated_broker_of(kind: BusKind) -> (Process, BusConfig) {
+    let (broker, address) = match kind {
+        BusKind::Kafka => {
+            let broker = dedicated_tansu();
+            let address = broker.addr.to_string();
+            (broker, address)
+        }
+        BusKind::Nats => {
+            let broker = dedicated_nats();
+            let address = format!("nats://{}", broker.addr);
+            (broker, address)
+        }
+    };
+    (broker, bus_config_at(kind, &address))
+}
+
+fn dedicated_nats() -> Process {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("oms-test-nats"));
+    let mut command = Command::new("nats-server");
+    command
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir);
+    let mut process = Process::start(
+        command,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "nats-server (Debian's nats-server package)",
+    );
+    process.dir = Some(dir);
+    process
+}
+
+fn dedicated_tansu() -> Process {
     let bin = tansu_bin();
     assert!(
         bin.exists(),
@@ -289,10 +387,7 @@ async fn read(
     limit: Duration,
     mut keep: impl FnMut(&crate::bus::Delivery) -> bool,
 ) -> Vec<crate::bus::Delivery> {
-    let mut subscription = bus
-        .subscribe(&unique("test-consumer"), &[topic.to_owned()])
-        .await
-        .expect("subscribe");
+    let mut subscription = bus.browse(&[topic.to_owned()]).await.expect("browse");
     let mut kept = Vec::with_capacity(count);
     let deadline = tokio::time::Instant::now() + limit;
     while kept.len() < count {

@@ -72,7 +72,7 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
     const KEYS: usize = 10;
     const STEPS: usize = 30;
     let db = testing::database(&MIGRATOR).await;
-    let (_, bus) = testing::kafka_bus().await;
+    let (_, bus) = testing::shared_bus().await;
     let topic = testing::unique("outbox");
     bus.ensure_topics(&[TopicSpec::new(&topic, 3)])
         .await
@@ -124,8 +124,8 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
 #[tokio::test]
 async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_paused() {
     let db = testing::database(&MIGRATOR).await;
-    let broker = testing::dedicated_broker();
-    let bus = bus::connect(&testing::kafka_config(&broker.addr.to_string())).expect("bus");
+    let (broker, bus_config) = testing::dedicated_broker();
+    let bus = bus::connect(&bus_config).expect("bus");
     let topic = testing::unique("outbox");
     let stop = CancellationToken::new();
     let relay = Relay::new(

@@ -47,7 +47,10 @@ impl KafkaBus {
             .set("linger.ms", "2")
             // Never give up on a message: a timed-out message could leave a gap that a later one
             // of the same key jumps. The relay waits instead, and shutdown interrupts the wait.
-            .set("message.timeout.ms", "0");
+            .set("message.timeout.ms", "0")
+            // Every key is hashed, the empty one too (librdkafka's default scatters empty keys
+            // at random, which would break their order), as Java producers hash them.
+            .set("partitioner", "murmur2_random");
         let producer = Self::create(producer, config).map_err(bus_err("producer"))?;
         let admin =
             Self::create(Self::client_config(config), config).map_err(bus_err("admin client"))?;
@@ -56,6 +59,42 @@ impl KafkaBus {
             producer,
             admin,
         })
+    }
+
+    /// A consumer of `topics` in `group`; offsets are committed only if `commit`.
+    fn consume(
+        &self,
+        group: &str,
+        topics: &[String],
+        commit: bool,
+    ) -> Result<Box<dyn Subscription>> {
+        let mut consumer = Self::client_config(&self.config);
+        consumer
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            // Offsets are stored only by `ack`, after the consumer's work has committed; the
+            // background commit then sends only what was stored.
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", commit.to_string())
+            .set("auto.commit.interval.ms", "500")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout.as_millis() / 3)
+                    .max(100)
+                    .to_string(),
+            )
+            // A worker may start before the service that creates its topic: notice the topic
+            // within seconds, not librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        let consumer: StreamConsumer =
+            Self::create(consumer, &self.config).map_err(bus_err("consumer"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
+        Ok(Box::new(KafkaSubscription { consumer }))
     }
 
     fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -160,33 +199,13 @@ impl EventBus for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>> {
-        let mut consumer = Self::client_config(&self.config);
-        consumer
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            // Offsets are stored only by `ack`, after the consumer's work has committed; the
-            // background commit then sends only what was stored.
-            .set("enable.auto.offset.store", "false")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "500")
-            .set(
-                "session.timeout.ms",
-                self.config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (self.config.session_timeout.as_millis() / 3)
-                    .max(100)
-                    .to_string(),
-            )
-            // A worker may start before the service that creates its topic: notice the topic
-            // within seconds, not librdkafka's default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000");
-        let consumer: StreamConsumer =
-            Self::create(consumer, &self.config).map_err(bus_err("consumer"))?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
-        Ok(Box::new(KafkaSubscription { consumer }))
+        self.consume(group, topics, true)
+    }
+
+    async fn browse(&self, topics: &[String]) -> Result<Box<dyn Subscription>> {
+        // A group of its own that never commits: Kafka keeps nothing for it.
+        let group = format!("oms-browse-{}", uuid::Uuid::new_v4().simple());
+        self.consume(&group, topics, false)
     }
 
     async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
@@ -297,6 +316,7 @@ impl Subscription for KafkaSubscription {
             },
             partition: message.partition(),
             offset: message.offset(),
+            delivered: 1,
         })
     }
 

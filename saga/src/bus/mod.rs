@@ -6,8 +6,11 @@
 //! - a [`Subscription`] redelivers anything not [`Subscription::ack`]ed, so a consumer acks only
 //!   after its work is committed (at-least-once; consumers deduplicate by event id);
 //! - the instances of one group share the topics' partitions.
+//!
+//! Two adapters keep it: [`KafkaBus`] and [`NatsBus`] (JetStream), chosen by `bus.kind`.
 
 mod kafka;
+mod nats;
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use crate::{
 };
 
 pub use kafka::KafkaBus;
+pub use nats::NatsBus;
 
 /// A message as it travels: a key that orders it, an opaque body and text headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +62,9 @@ pub struct Delivery {
     pub message: Message,
     pub partition: i32,
     pub offset: i64,
+    /// How many times the broker has delivered this message, this time included, as far as
+    /// it tells: JetStream counts, Kafka does not (always 1).
+    pub delivered: u32,
 }
 
 /// A topic to create, with its final partition count (partitions cannot be added later on every
@@ -86,8 +93,13 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// On error, some may have been delivered: the caller publishes the whole batch again.
     async fn publish(&self, messages: Vec<Message>) -> Result<()>;
 
-    /// Joins `group` on `topics`. A new group starts from the earliest message.
+    /// Joins `group` on `topics`. A new group starts from the earliest message. A partition's
+    /// next message may wait until the one before it is acked.
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>>;
+
+    /// Reads `topics` from their first message as no group: a tool's view (tailing, listing
+    /// dead letters) that moves no group and leaves nothing behind. Its acks do nothing.
+    async fn browse(&self, topics: &[String]) -> Result<Box<dyn Subscription>>;
 
     /// Whether the broker answers now; for readiness checks.
     async fn ping(&self) -> Result<()>;
@@ -112,5 +124,6 @@ pub trait Subscription: Send {
 pub fn connect(config: &BusConfig) -> Result<Arc<dyn EventBus>> {
     match config.kind {
         BusKind::Kafka => Ok(Arc::new(KafkaBus::new(&config.kafka)?)),
+        BusKind::Nats => Ok(Arc::new(NatsBus::new(&config.nats))),
     }
 }

@@ -26,7 +26,7 @@ struct Saga {
 impl Saga {
     async fn new() -> Self {
         let registry = TestRegistry::spawn().await;
-        let mut bus = testing::kafka_config(&testing::kafka_brokers());
+        let mut bus = testing::bus_config();
         bus.registry.url = registry.url();
         let order_events = [
             OrderPlaced::TYPE,

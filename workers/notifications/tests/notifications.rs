@@ -24,7 +24,7 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let registry = TestRegistry::spawn().await;
-        let mut bus = testing::kafka_config(&testing::kafka_brokers());
+        let mut bus = testing::bus_config();
         bus.registry.url = registry.url();
         let types = [
             OrderPlaced::TYPE,

@@ -40,7 +40,7 @@ impl Stack {
         api: impl FnOnce(&mut ApiConfig),
         status: impl FnOnce(&mut StatusConfig),
     ) -> Self {
-        let (bus, _) = testing::kafka_bus().await;
+        let (bus, _) = testing::shared_bus().await;
         // The API asks the inventory before accepting orders, so it must know where it will be.
         let inventory_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

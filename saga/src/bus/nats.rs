@@ -1,0 +1,754 @@
+//! The NATS JetStream adapter, over async-nats. The only module that names NATS types.
+//!
+//! Each Kafka concept the bus contract relies on, and its counterpart here:
+//! - **A topic with partitions** is a stream named after the topic (dots become `_`), with one
+//!   subject per partition: `<topic>.<partition>.<key>`. The key picks the partition by a stable
+//!   hash, so one order's events share a partition; the subject count is the partition count.
+//! - **A consumer group** is one durable pull consumer per partition, `<group>-p<partition>`,
+//!   shared by every instance of the group. Each holds at most one unacknowledged message
+//!   (`max_ack_pending = 1`), so a partition is handled strictly in order even while several
+//!   instances pull from it, and the partitions spread over the instances.
+//! - **Offsets stored after commit** are explicit acks, sent by [`Subscription::ack`].
+//! - **The session timeout** is `ack_wait`: while a delivery is being handled the adapter keeps
+//!   telling the server it is in progress, so only a crashed or hung instance has its delivery
+//!   moved on. [`Delivery::delivered`] counts the attempts, which the consume loop bounds.
+//! - **Headers** are NATS headers, with the same names and values.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, AckKind, Context, ErrorCode,
+        consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+        context::{ConsumerInfoErrorKind, GetStreamErrorKind},
+        response::Response,
+        stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+    },
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec};
+use crate::{Error, Result, config::NatsConfig};
+
+/// How long one JetStream API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a subscription looks again for a stream that does not exist yet.
+const MISSING_STREAM_POLL: Duration = Duration::from_millis(200);
+/// How long one pull request waits for a message before the reader asks again.
+const PULL_WAIT: Duration = Duration::from_secs(5);
+
+pub struct NatsBus {
+    config: NatsConfig,
+    /// Connected on first use, so that a service starts while the server is away, as it does
+    /// with Kafka.
+    jetstream: OnceCell<Context>,
+    /// Partition counts of the topics published to, read once from their streams.
+    partitions: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("client_name", &self.config.client_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bus_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::Bus(format!("nats {context}: {e}"))
+}
+
+/// The stream that carries `topic`: stream names may not contain dots.
+fn stream_name(topic: &str) -> String {
+    topic.replace(['.', '*', '>', ' ', '\t'], "_")
+}
+
+fn partition_subject(topic: &str, partition: u32) -> String {
+    format!("{topic}.{partition}.*")
+}
+
+/// The durable consumer of `group` on one partition.
+fn consumer_name(group: &str, partition: u32) -> String {
+    let group = group.replace(['.', '*', '>', ' ', '\t'], "_");
+    format!("{group}-p{partition}")
+}
+
+/// The partition of `key`: FNV-1a, stable across processes and releases.
+fn partition_of(key: &str, partitions: u32) -> u32 {
+    let hash = key.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % partitions.max(1)
+}
+
+/// A key as one subject token: `%`, the separators, wildcards, spaces and control characters
+/// are escaped as `%XX`; the empty key is `%`.
+fn key_token(key: &str) -> String {
+    if key.is_empty() {
+        return "%".into();
+    }
+    let mut token = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'%' | b'.' | b'*' | b'>' | 0..=b' ' | 0x7f.. => {
+                token.push_str(&format!("%{byte:02X}"));
+            }
+            _ => token.push(char::from(byte)),
+        }
+    }
+    token
+}
+
+fn key_from_token(token: &str) -> String {
+    if token == "%" {
+        return String::new();
+    }
+    let bytes = token.as_bytes();
+    let mut key = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| token.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                key.push(byte);
+                i += 3;
+            }
+            None => {
+                key.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&key).into_owned()
+}
+
+/// NATS header values are text on one line: a value that is not UTF-8, or that spans lines,
+/// travels lossily.
+fn to_nats_headers(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in &headers.0 {
+        let value = String::from_utf8_lossy(value).replace(['\r', '\n'], " ");
+        map.insert(name.as_str(), value);
+    }
+    map
+}
+
+/// Headers in name order: NATS does not keep the order they were written in.
+fn from_nats_headers(map: Option<&HeaderMap>) -> Headers {
+    let mut headers: Vec<(String, Vec<u8>)> = map
+        .into_iter()
+        .flat_map(|map| map.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.to_string(), value.as_str().as_bytes().to_vec()))
+        })
+        .collect();
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    Headers(headers)
+}
+
+impl NatsBus {
+    pub fn new(config: &NatsConfig) -> Self {
+        Self {
+            config: config.clone(),
+            jetstream: OnceCell::new(),
+            partitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn jetstream(&self) -> Result<&Context> {
+        self.jetstream
+            .get_or_try_init(|| async {
+                let client = async_nats::ConnectOptions::new()
+                    .name(&self.config.client_name)
+                    .retry_on_initial_connect()
+                    .request_timeout(Some(REQUEST_TIMEOUT))
+                    .connect(self.config.url.expose())
+                    .await
+                    .map_err(bus_err("connect"))?;
+                Ok(jetstream::new(client))
+            })
+            .await
+    }
+
+    fn stream_config(&self, spec: &TopicSpec) -> stream::Config {
+        let partitions = u32::try_from(spec.partitions.max(1)).unwrap_or(1);
+        stream::Config {
+            name: stream_name(&spec.name),
+            subjects: (0..partitions)
+                .map(|p| partition_subject(&spec.name, p))
+                .collect(),
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: self.config.replicas,
+            max_age: self.config.max_age,
+            max_bytes: self.config.max_bytes,
+            discard: DiscardPolicy::New,
+            ..Default::default()
+        }
+    }
+
+    fn group(&self, group: Option<&str>) -> Group {
+        Group {
+            name: group.map(str::to_owned),
+            ack_wait: self.config.ack_wait,
+            retention: self.config.group_retention,
+        }
+    }
+
+    fn read(
+        &self,
+        jetstream: &Context,
+        group: Option<&str>,
+        topics: &[String],
+    ) -> NatsSubscription {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        for topic in topics {
+            let reader = TopicReader {
+                jetstream: jetstream.clone(),
+                topic: topic.clone(),
+                group: self.group(group),
+                sender: sender.clone(),
+                stop: stop.clone(),
+            };
+            tokio::spawn(reader.run());
+        }
+        NatsSubscription {
+            receiver,
+            in_flight: HashMap::new(),
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    async fn stream(&self, topic: &str) -> Result<Option<stream::Stream>> {
+        match self.jetstream().await?.get_stream(stream_name(topic)).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(bus_err("stream")(e)),
+        }
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(count) = self.cached_partitions(topic) {
+            return Ok(count);
+        }
+        let stream = self
+            .stream(topic)
+            .await?
+            .ok_or_else(|| Error::Bus(format!("nats: no stream for topic {topic}")))?;
+        let count = u32::try_from(stream.cached_info().config.subjects.len())
+            .unwrap_or(1)
+            .max(1);
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned(), count);
+        Ok(count)
+    }
+
+    fn cached_partitions(&self, topic: &str) -> Option<u32> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied()
+    }
+
+    /// The stream sequences of `partition`'s messages up to `until`: the last `back` of them,
+    /// or all with `None`. Read through a short-lived consumer that fetches headers only.
+    async fn sequences_until(
+        &self,
+        stream: &stream::Stream,
+        topic: &str,
+        partition: u32,
+        until: u64,
+        back: Option<u64>,
+    ) -> Result<VecDeque<u64>> {
+        let reader: PullConsumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: partition_subject(topic, partition),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                headers_only: true,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(bus_err("rewind reader"))?;
+        let keep = back.map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
+        let mut sequences = VecDeque::new();
+        'read: loop {
+            let mut batch = reader
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .map_err(bus_err("rewind read"))?;
+            let mut read = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(bus_err("rewind read"))?;
+                let sequence = message
+                    .info()
+                    .map_err(bus_err("rewind read"))?
+                    .stream_sequence;
+                if sequence > until {
+                    break 'read;
+                }
+                read += 1;
+                sequences.push_back(sequence);
+                if sequences.len() > keep {
+                    sequences.pop_front();
+                }
+            }
+            if read == 0 {
+                break;
+            }
+        }
+        Ok(sequences)
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsBus {
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        let jetstream = self.jetstream().await?;
+        for spec in topics {
+            jetstream
+                .get_or_create_stream(self.stream_config(spec))
+                .await
+                .map_err(|e| Error::Bus(format!("creating stream for topic {}: {e}", spec.name)))?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, messages: Vec<Message>) -> Result<()> {
+        let jetstream = self.jetstream().await?;
+        // Send every message first, in order, then wait for the acknowledgements: one
+        // connection keeps the order, and the server stores each in its arrival order.
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let fail = |reason: String| Error::Publish {
+                topic: message.topic.clone(),
+                key: message.key.clone(),
+                reason,
+            };
+            let partitions = self
+                .partitions(&message.topic)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let subject = format!(
+                "{}.{}.{}",
+                message.topic,
+                partition_of(&message.key, partitions),
+                key_token(&message.key)
+            );
+            let ack = jetstream
+                .publish_with_headers(
+                    subject,
+                    to_nats_headers(&message.headers),
+                    message.payload.clone().into(),
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            pending.push((message, ack));
+        }
+        for (message, ack) in pending {
+            ack.await.map_err(|e| Error::Publish {
+                topic: message.topic.clone(),
+                key: message.key.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>> {
+        let jetstream = self.jetstream().await?;
+        Ok(Box::new(self.read(jetstream, Some(group), topics)))
+    }
+
+    async fn browse(&self, topics: &[String]) -> Result<Box<dyn Subscription>> {
+        let jetstream = self.jetstream().await?;
+        Ok(Box::new(self.read(jetstream, None, topics)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // The account request proves that JetStream answers. Its body is read loosely: its
+        // fields differ between server versions.
+        let response: Response<serde_json::Value> = self
+            .jetstream()
+            .await?
+            .request("INFO", &serde_json::json!({}))
+            .await
+            .map_err(bus_err("account info"))?;
+        match response {
+            Response::Ok(_) => Ok(()),
+            Response::Err { error } => Err(bus_err("account info")(error)),
+        }
+    }
+
+    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
+        let stream = self
+            .stream(topic)
+            .await?
+            .ok_or_else(|| Error::Bus(format!("nats: no stream for topic {topic}")))?;
+        let partitions = u32::try_from(stream.cached_info().config.subjects.len()).unwrap_or(1);
+        let last = stream.cached_info().state.last_sequence;
+        let mut again = 0;
+        for partition in 0..partitions {
+            let name = consumer_name(group, partition);
+            // Where the group is: its acknowledged floor, or the end for a group that never
+            // read this partition (as Kafka counts a group without a committed offset).
+            let at = match stream.consumer_info(&name).await {
+                Ok(info) => Some(info.ack_floor.stream_sequence),
+                Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => None,
+                Err(e) => return Err(bus_err("consumer info")(e)),
+            };
+            let sequences = self
+                .sequences_until(&stream, topic, partition, at.unwrap_or(last), back)
+                .await?;
+            let Some(&first) = sequences.front() else {
+                continue;
+            };
+            if at.is_some() {
+                stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(bus_err("delete consumer"))?;
+            }
+            stream
+                .create_consumer(self.group(Some(group)).consumer(
+                    topic,
+                    partition,
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: first,
+                    },
+                ))
+                .await
+                .map_err(bus_err("create consumer"))?;
+            again += sequences.len() as u64;
+        }
+        Ok(again)
+    }
+}
+
+/// The next message of `consumer`, or `None` if none came within [`PULL_WAIT`].
+async fn next_message(consumer: &PullConsumer) -> Result<Option<jetstream::Message>> {
+    let mut pull = consumer
+        .batch()
+        .max_messages(1)
+        .expires(PULL_WAIT)
+        .messages()
+        .await
+        .map_err(bus_err("pull"))?;
+    pull.next().await.transpose().map_err(bus_err("receive"))
+}
+
+/// A consumer group, as its durable consumers are configured; no name for a browser.
+#[derive(Clone)]
+struct Group {
+    name: Option<String>,
+    ack_wait: Duration,
+    retention: Duration,
+}
+
+impl Group {
+    /// The consumer on `partition`, delivering from `start` when it is new: durable for a
+    /// group, ephemeral and never acked for a browser.
+    fn consumer(&self, topic: &str, partition: u32, start: DeliverPolicy) -> pull::Config {
+        let filter_subject = partition_subject(topic, partition);
+        let Some(name) = &self.name else {
+            return pull::Config {
+                filter_subject,
+                deliver_policy: start,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            };
+        };
+        pull::Config {
+            durable_name: Some(consumer_name(name, partition)),
+            filter_subject,
+            deliver_policy: start,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            // Unbounded: the consume loop dead-letters an event delivered too often, so the
+            // server never drops one silently.
+            max_deliver: -1,
+            max_ack_pending: 1,
+            inactive_threshold: self.retention,
+            ..Default::default()
+        }
+    }
+}
+
+/// A delivery handed to the subscription, with the way to tell its reader it is done.
+struct Incoming {
+    delivery: Delivery,
+    done: oneshot::Sender<()>,
+}
+
+/// Reads one topic for a group: waits for its stream, then runs a [`PartitionReader`] per
+/// partition.
+struct TopicReader {
+    jetstream: Context,
+    topic: String,
+    group: Group,
+    sender: mpsc::UnboundedSender<Incoming>,
+    stop: CancellationToken,
+}
+
+impl TopicReader {
+    async fn run(self) {
+        // A subscribed topic that does not exist yet is waited for, not an error: the
+        // producing service creates it when it starts.
+        let stream = loop {
+            match self.jetstream.get_stream(stream_name(&self.topic)).await {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "waiting for the stream");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(MISSING_STREAM_POLL) => {}
+                    }
+                }
+            }
+        };
+        let partitions = u32::try_from(stream.cached_info().config.subjects.len()).unwrap_or(1);
+        let mut readers = tokio::task::JoinSet::new();
+        for partition in 0..partitions {
+            readers.spawn(
+                PartitionReader {
+                    stream: stream.clone(),
+                    topic: self.topic.clone(),
+                    group: self.group.clone(),
+                    partition,
+                    sender: self.sender.clone(),
+                    stop: self.stop.clone(),
+                    browsed: None,
+                }
+                .run(),
+            );
+        }
+        while readers.join_next().await.is_some() {}
+    }
+}
+
+/// Reads one partition's durable consumer and hands each message on, one at a time, keeping
+/// it in progress until the subscription acknowledges it.
+struct PartitionReader {
+    stream: stream::Stream,
+    topic: String,
+    group: Group,
+    partition: u32,
+    sender: mpsc::UnboundedSender<Incoming>,
+    stop: CancellationToken,
+    /// The last stream sequence a browser received, to resume after it.
+    browsed: Option<u64>,
+}
+
+impl PartitionReader {
+    async fn run(mut self) {
+        let mut delays = crate::retry::backoff(MISSING_STREAM_POLL, Duration::from_secs(5));
+        loop {
+            match self.read().await {
+                // The subscription is gone.
+                Ok(()) => return,
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                        retry_in = ?delay, "reading a partition failed; retrying");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until the subscription is dropped (`Ok`) or the consumer fails.
+    async fn read(&mut self) -> Result<()> {
+        let consumer: PullConsumer = match &self.group.name {
+            Some(name) => {
+                self.stream
+                    .get_or_create_consumer(
+                        &consumer_name(name, self.partition),
+                        // A new group starts from the first message, as with Kafka.
+                        self.group
+                            .consumer(&self.topic, self.partition, DeliverPolicy::All),
+                    )
+                    .await
+            }
+            None => {
+                let start = match self.browsed {
+                    Some(last) => DeliverPolicy::ByStartSequence {
+                        start_sequence: last + 1,
+                    },
+                    None => DeliverPolicy::All,
+                };
+                self.stream
+                    .create_consumer(self.group.consumer(&self.topic, self.partition, start))
+                    .await
+            }
+        }
+        .map_err(bus_err("consumer"))?;
+        let prefix_len = self.topic.len() + 1;
+        loop {
+            // One message per pull request, asked for only once the one before is done: a
+            // reader holding a delivery has no request waiting at the server, so a delivery it
+            // hands back goes to another instance rather than to it again. Stopping waits for
+            // nothing but the next message; one being handled is handed back below, never
+            // dropped unanswered.
+            let message = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                next = next_message(&consumer) => match next? {
+                    Some(message) => message,
+                    None => continue,
+                },
+            };
+            let info = message.info().map_err(bus_err("message info"))?;
+            let key = message
+                .subject
+                .get(prefix_len..)
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(_, token)| key_from_token(token))
+                .unwrap_or_default();
+            let delivery = Delivery {
+                message: Message {
+                    topic: self.topic.clone(),
+                    key,
+                    payload: message.payload.to_vec(),
+                    headers: from_nats_headers(message.headers.as_ref()),
+                },
+                partition: i32::try_from(self.partition).unwrap_or(i32::MAX),
+                offset: i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
+                delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            };
+            let (done, mut acked) = oneshot::channel();
+            if self.sender.send(Incoming { delivery, done }).is_err() {
+                self.give_back(&message).await;
+                return Ok(());
+            }
+            if self.group.name.is_none() {
+                self.browsed = Some(info.stream_sequence);
+                continue;
+            }
+            // Until it is handled, tell the server the delivery is in progress, so that it is
+            // redelivered only if this process stops.
+            let mut progress = tokio::time::interval(self.group.ack_wait / 3);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut acked => {
+                        if result.is_err() {
+                                                        self.give_back(&message).await;
+                            return Ok(());
+                        }
+                        message.ack().await.map_err(bus_err("ack"))?;
+                        break;
+                    }
+                    _ = progress.tick() => {
+                        if let Err(e) = message.ack_with(AckKind::Progress).await {
+                            tracing::warn!(error = %e, "cannot extend a delivery's ack wait");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands an unhandled delivery back to the server, for another instance to take now
+    /// rather than after `ack_wait`: the subscription was dropped (the process is stopping).
+    async fn give_back(&self, message: &jetstream::Message) {
+        if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(error = %e, "cannot hand a delivery back; it comes again after ack_wait");
+        }
+    }
+}
+
+struct NatsSubscription {
+    receiver: mpsc::UnboundedReceiver<Incoming>,
+    /// The reader waiting for each delivery's ack, by (topic, partition).
+    in_flight: HashMap<(String, i32), (i64, oneshot::Sender<()>)>,
+    /// Dropping the subscription stops its readers; a reader holding a delivery hands it back.
+    _stop: DropGuard,
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self) -> Result<Delivery> {
+        let incoming = self
+            .receiver
+            .recv()
+            .await
+            .ok_or_else(|| Error::Bus("nats: every reader stopped".into()))?;
+        let delivery = incoming.delivery;
+        self.in_flight.insert(
+            (delivery.message.topic.clone(), delivery.partition),
+            (delivery.offset, incoming.done),
+        );
+        Ok(delivery)
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<()> {
+        let key = (delivery.message.topic.clone(), delivery.partition);
+        if let Some((offset, _)) = self.in_flight.get(&key)
+            && *offset <= delivery.offset
+            && let Some((_, done)) = self.in_flight.remove(&key)
+        {
+            // The reader may be gone already (a reconnect); the delivery then comes again.
+            let _ = done.send(());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_travel_as_one_subject_token_and_back() {
+        for key in ["", "4f1c9a0e-2b", "a.b*c>d e%f", "ünï\tcode\n"] {
+            let token = key_token(key);
+            assert!(!token.is_empty());
+            assert!(!token.contains(['.', '*', '>', ' ', '\t', '\n']), "{token}");
+            assert_eq!(key_from_token(&token), key);
+        }
+    }
+
+    #[test]
+    fn a_key_always_lands_on_the_same_partition_and_keys_spread() {
+        assert_eq!(partition_of("order-1", 6), partition_of("order-1", 6));
+        let used: std::collections::HashSet<u32> = (0..100)
+            .map(|i| partition_of(&format!("order-{i}"), 6))
+            .collect();
+        assert_eq!(used.len(), 6);
+        assert_eq!(partition_of("anything", 0), 0);
+    }
+
+    #[test]
+    fn names_are_valid_for_nats() {
+        assert_eq!(stream_name("orders.dlq"), "orders_dlq");
+        assert_eq!(consumer_name("oms.inventory", 2), "oms_inventory-p2");
+    }
+}

@@ -1,0 +1,237 @@
+//! The event bus contract ([`oms_saga::bus`]) against the real broker of the run's bus
+//! (`OMS_TEST_BUS`): the same assertions hold on Kafka and on NATS JetStream, which is what lets
+//! every service run unchanged on either.
+
+use std::{collections::HashMap, time::Duration};
+
+use oms_saga::{
+    bus::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec},
+    testing,
+};
+use tokio::time::timeout;
+
+async fn topic(bus: &dyn EventBus, partitions: i32) -> String {
+    let topic = testing::unique("contract");
+    bus.ensure_topics(&[TopicSpec::new(&topic, partitions)])
+        .await
+        .expect("topic");
+    topic
+}
+
+fn message(topic: &str, key: &str, n: usize) -> Message {
+    let mut headers = Headers::default();
+    headers.insert("event-id", format!("{key}-{n}"));
+    headers.insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    Message {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        payload: format!("{key}:{n}").into_bytes(),
+        headers,
+    }
+}
+
+async fn next(subscription: &mut Box<dyn Subscription>) -> Delivery {
+    timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("a delivery within 30 s")
+        .expect("delivery")
+}
+
+#[tokio::test]
+async fn a_keys_messages_arrive_in_order_with_their_headers() {
+    let (_, bus) = testing::shared_bus().await;
+    let topic = topic(bus.as_ref(), 3).await;
+    // Keys a subject token cannot hold as they are: dots, spaces, wildcards, nothing at all.
+    let keys = ["order.1", "order 2", "*>", "", "ünïcode"];
+    let mut messages = Vec::new();
+    for n in 0..10 {
+        for key in keys {
+            messages.push(message(&topic, key, n));
+        }
+    }
+    bus.publish(messages.clone()).await.expect("publish");
+
+    let mut subscription = bus
+        .subscribe(&testing::unique("group"), std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    let mut seen: HashMap<String, Vec<Message>> = HashMap::new();
+    for _ in 0..messages.len() {
+        let delivery = next(&mut subscription).await;
+        subscription.ack(&delivery).await.expect("ack");
+        seen.entry(delivery.message.key.clone())
+            .or_default()
+            .push(delivery.message);
+    }
+    for key in keys {
+        let sent: Vec<&Message> = messages.iter().filter(|m| m.key == key).collect();
+        let received: Vec<&Message> = seen[key].iter().collect();
+        assert_eq!(
+            received, sent,
+            "key {key:?}: every message, in order, unchanged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_is_not_acked_comes_again_and_what_is_acked_does_not() {
+    let (_, bus) = testing::shared_bus().await;
+    let topic = topic(bus.as_ref(), 1).await;
+    let group = testing::unique("group");
+    bus.publish((0..3).map(|n| message(&topic, "k", n)).collect())
+        .await
+        .expect("publish");
+    let subscribe = || async {
+        bus.subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .expect("subscribe")
+    };
+
+    // A member that stops without acking: the next member gets the same message.
+    let mut first = subscribe().await;
+    let unacked = next(&mut first).await;
+    assert_eq!(unacked.message.payload, b"k:0");
+    drop(first);
+    let mut second = subscribe().await;
+    let again = next(&mut second).await;
+    assert_eq!(
+        (again.partition, again.offset),
+        (unacked.partition, unacked.offset)
+    );
+    assert_eq!(again.message, unacked.message);
+
+    // Acked, it is done for the group: the member after that starts at the next one.
+    second.ack(&again).await.expect("ack");
+    let after = next(&mut second).await;
+    assert_eq!(after.message.payload, b"k:1");
+    second.ack(&after).await.expect("ack");
+    drop(second);
+    let mut third = subscribe().await;
+    assert_eq!(next(&mut third).await.message.payload, b"k:2");
+}
+
+#[tokio::test]
+async fn a_groups_members_share_its_partitions_and_each_message_goes_to_one() {
+    let (_, bus) = testing::shared_bus().await;
+    let topic = topic(bus.as_ref(), 4).await;
+    let group = testing::unique("group");
+    let members: Vec<Box<dyn Subscription>> = vec![
+        bus.subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .expect("subscribe"),
+        bus.subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .expect("subscribe"),
+    ];
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let readers: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(member, mut subscription)| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                while let Ok(delivery) = subscription.next().await {
+                    subscription.ack(&delivery).await.expect("ack");
+                    if sender.send((member, delivery.message)).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Messages keep coming, on many keys, until both members have had some: joining a group
+    // takes a broker some time.
+    let mut sent = Vec::new();
+    let mut by_member: HashMap<usize, Vec<Message>> = HashMap::new();
+    for round in 0..100 {
+        let batch: Vec<Message> = (0..8)
+            .map(|n| message(&topic, &format!("key-{n}"), round))
+            .collect();
+        sent.extend(batch.clone());
+        bus.publish(batch).await.expect("publish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok((member, message)) = received.try_recv() {
+            by_member.entry(member).or_default().push(message);
+        }
+        if by_member.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(by_member.len(), 2, "both members received messages");
+    // Each message reaches the group; one that reached both members can only be a redelivery
+    // during the handover.
+    let distinct = |by_member: &HashMap<usize, Vec<Message>>| {
+        by_member
+            .values()
+            .flatten()
+            .map(|m| m.payload.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while distinct(&by_member) < sent.len() {
+        let (member, message) = tokio::time::timeout_at(deadline, received.recv())
+            .await
+            .expect("every message within 30 s")
+            .expect("readers running");
+        by_member.entry(member).or_default().push(message);
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    assert!(
+        by_member.values().flatten().all(|m| sent.contains(m)),
+        "nothing but what was sent, unchanged"
+    );
+    for member in by_member.values() {
+        for key in 0..8 {
+            let key = format!("key-{key}");
+            let mine: Vec<&Message> = member.iter().filter(|m| m.key == key).collect();
+            let mut ordered = mine.clone();
+            ordered.sort_by_key(|m| round_of(m));
+            assert_eq!(mine, ordered, "a member gets {key}'s messages in order");
+        }
+    }
+}
+
+fn round_of(message: &Message) -> usize {
+    let payload = std::str::from_utf8(&message.payload).expect("utf-8");
+    payload
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("round")
+}
+
+#[tokio::test]
+async fn browsing_reads_everything_and_moves_no_group() {
+    let (_, bus) = testing::shared_bus().await;
+    let topic = topic(bus.as_ref(), 2).await;
+    let group = testing::unique("group");
+    let sent: Vec<Message> = (0..6)
+        .map(|n| message(&topic, &format!("k{n}"), n))
+        .collect();
+    bus.publish(sent.clone()).await.expect("publish");
+
+    let browsed = testing::consume(bus.as_ref(), &topic, sent.len(), Duration::from_secs(30)).await;
+    assert_eq!(browsed.len(), sent.len());
+    // A group that starts after the browse still starts from the first message.
+    let mut subscription = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    let mut payloads = Vec::new();
+    for _ in 0..sent.len() {
+        let delivery = next(&mut subscription).await;
+        subscription.ack(&delivery).await.expect("ack");
+        payloads.push(delivery.message.payload);
+    }
+    payloads.sort();
+    let mut expected: Vec<Vec<u8>> = sent.into_iter().map(|m| m.payload).collect();
+    expected.sort();
+    assert_eq!(payloads, expected);
+}
