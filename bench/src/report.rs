@@ -1,0 +1,234 @@
+//! What a run found, as JSON to keep and as the markdown table BENCHMARKS.md shows: one column
+//! per run, so that runs on the two buses read side by side.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    ceiling::Rate,
+    load::{Placed, Reads},
+    saga::Saga,
+};
+
+/// The machine a run measured, as it reports itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("MemTotal:"))
+                    .and_then(|rest| {
+                        rest.trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+            })
+            .unwrap_or(0.0);
+        Self {
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub bus: String,
+    pub command: String,
+    pub machine: Machine,
+    /// Each component's version.
+    pub components: BTreeMap<String, String>,
+    /// Orders at a fixed rate through the gateway, and how their sagas went.
+    pub open_loop: Phase,
+    /// Orders as fast as the clients go, through the gateway.
+    pub closed_loop: Phase,
+    /// The same, straight to the order API.
+    pub closed_loop_api: Placed,
+    pub reads_gateway: Reads,
+    pub reads_api: Reads,
+    pub gateway_added_p50_ms: f64,
+    pub postgres_ceiling: Rate,
+    pub broker_ceiling: Rate,
+    /// Completed sagas a second (closed loop) over the PostgreSQL ceiling.
+    pub completed_to_postgres: f64,
+    /// Accepted orders a second (closed loop, API) over the PostgreSQL ceiling.
+    pub accepted_to_postgres: f64,
+    /// Completed sagas a second over the broker ceiling.
+    pub completed_to_broker: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phase {
+    pub placed: Placed,
+    pub saga: Saga,
+}
+
+/// One row of the table: a label, where its figure is in a report, and the target if any.
+const ROWS: &[(&str, &str, &str)] = &[
+    (
+        "open loop: orders sent (rate × duration)",
+        "/openLoop/placed/sent",
+        "",
+    ),
+    (
+        "open loop: accepted orders/s",
+        "/openLoop/placed/acceptedPerSecond",
+        "",
+    ),
+    (
+        "open loop: POST p50 / p99 ms",
+        "/openLoop/placed/latencyMs",
+        "",
+    ),
+    (
+        "open loop: place → RESERVED p50 / p99 ms",
+        "/openLoop/saga/placeToReservedMs",
+        "p99 ≤ 50 at 1,000/s",
+    ),
+    (
+        "open loop: place → notified p50 / p99 ms",
+        "/openLoop/saga/placeToNotifiedMs",
+        "",
+    ),
+    (
+        "open loop: sagas completed/s",
+        "/openLoop/saga/completedPerSecond",
+        "",
+    ),
+    (
+        "open loop: most orders in flight",
+        "/openLoop/saga/maxBacklog",
+        "",
+    ),
+    (
+        "closed loop: accepted orders/s (gateway)",
+        "/closedLoop/placed/acceptedPerSecond",
+        "",
+    ),
+    (
+        "closed loop: sagas completed/s",
+        "/closedLoop/saga/completedPerSecond",
+        "≥ 3,000",
+    ),
+    (
+        "closed loop: place → notified p50 / p99 ms",
+        "/closedLoop/saga/placeToNotifiedMs",
+        "",
+    ),
+    (
+        "closed loop: most orders in flight",
+        "/closedLoop/saga/maxBacklog",
+        "",
+    ),
+    (
+        "closed loop: accepted orders/s (API direct)",
+        "/closedLoopApi/acceptedPerSecond",
+        "",
+    ),
+    (
+        "cached GET via gateway, req/s",
+        "/readsGateway/perSecond",
+        "≥ 20,000",
+    ),
+    ("cached GET via API, req/s", "/readsApi/perSecond", ""),
+    ("gateway's added p50 ms", "/gatewayAddedP50Ms", "≤ 0.2"),
+    (
+        "ceiling: PostgreSQL order+outbox tx/s",
+        "/postgresCeiling/perSecond",
+        "",
+    ),
+    (
+        "ceiling: broker produce+consume msg/s",
+        "/brokerCeiling/perSecond",
+        "",
+    ),
+    (
+        "completed sagas / PostgreSQL ceiling",
+        "/completedToPostgres",
+        "≥ 0.3",
+    ),
+    (
+        "accepted orders (API) / PostgreSQL ceiling",
+        "/acceptedToPostgres",
+        "",
+    ),
+    ("completed sagas / broker ceiling", "/completedToBroker", ""),
+];
+
+/// The markdown table of `reports` (JSON, as written by a run), one column each.
+pub fn markdown(reports: &[Value]) -> String {
+    let mut out = String::from("| measure |");
+    for report in reports {
+        out += &format!(" {} |", report["bus"].as_str().unwrap_or("?"));
+    }
+    out += " target |\n|---|";
+    out += &"---|".repeat(reports.len() + 1);
+    out.push('\n');
+    for (label, pointer, target) in ROWS {
+        out += &format!("| {label} |");
+        for report in reports {
+            out += &format!(" {} |", cell(report.pointer(pointer)));
+        }
+        out += &format!(" {target} |\n");
+    }
+    for report in reports {
+        let machine = &report["machine"];
+        let components: Vec<String> = report["components"]
+            .as_object()
+            .map(|c| {
+                c.iter()
+                    .map(|(name, version)| format!("{name} {}", version.as_str().unwrap_or("?")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out += &format!(
+            "\n`{}`: {} cores, {} GiB, Linux {}; {}.\n`{}`\n",
+            report["bus"].as_str().unwrap_or("?"),
+            machine["cores"],
+            machine["memoryGib"],
+            machine["kernel"].as_str().unwrap_or("?"),
+            components.join(", "),
+            report["command"].as_str().unwrap_or("?")
+        );
+    }
+    out
+}
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        // Percentiles.
+        Some(Value::Object(p)) if p.contains_key("p99") => {
+            format!("{} / {}", number(&p["p50"]), number(&p["p99"]))
+        }
+        Some(value) => number(value),
+        None => "–".into(),
+    }
+}
+
+fn number(value: &Value) -> String {
+    match value.as_f64() {
+        Some(n) if n >= 100.0 => format!("{}", n.round() as i64),
+        Some(n) if n >= 1.0 => format!("{n:.1}"),
+        Some(n) => format!("{n:.3}"),
+        None => value.to_string(),
+    }
+}
