@@ -50,7 +50,7 @@ struct Run {
     #[arg(long)]
     product: String,
     /// Orders a second of the open loop.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     rate: u32,
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     open_for: Duration,
