@@ -66,9 +66,14 @@ fn bus_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Bus(format!("nats {context}: {e}"))
 }
 
-/// The stream that carries `topic`: stream names may not contain dots.
+/// `name` as a stream or consumer name, which may not contain dots, wildcards or spaces.
+fn safe_name(name: &str) -> String {
+    name.replace(['.', '*', '>', ' ', '\t'], "_")
+}
+
+/// The stream that carries `topic`.
 fn stream_name(topic: &str) -> String {
-    topic.replace(['.', '*', '>', ' ', '\t'], "_")
+    safe_name(topic)
 }
 
 fn partition_subject(topic: &str, partition: u32) -> String {
@@ -77,8 +82,7 @@ fn partition_subject(topic: &str, partition: u32) -> String {
 
 /// The durable consumer of `group` on one partition.
 fn consumer_name(group: &str, partition: u32) -> String {
-    let group = group.replace(['.', '*', '>', ' ', '\t'], "_");
-    format!("{group}-p{partition}")
+    format!("{}-p{partition}", safe_name(group))
 }
 
 /// The partition of `key`: FNV-1a, stable across processes and releases.
@@ -343,17 +347,17 @@ impl EventBus for NatsBus {
         let jetstream = self.jetstream().await?;
         // Send every message first, in order, then wait for the acknowledgements: one
         // connection keeps the order, and the server stores each in its arrival order.
+        let fail = |message: &Message, reason: String| Error::Publish {
+            topic: message.topic.clone(),
+            key: message.key.clone(),
+            reason,
+        };
         let mut pending = Vec::with_capacity(messages.len());
         for message in &messages {
-            let fail = |reason: String| Error::Publish {
-                topic: message.topic.clone(),
-                key: message.key.clone(),
-                reason,
-            };
             let partitions = self
                 .partitions(&message.topic)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(message, e.to_string()))?;
             let subject = format!(
                 "{}.{}.{}",
                 message.topic,
@@ -367,15 +371,11 @@ impl EventBus for NatsBus {
                     message.payload.clone().into(),
                 )
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(message, e.to_string()))?;
             pending.push((message, ack));
         }
         for (message, ack) in pending {
-            ack.await.map_err(|e| Error::Publish {
-                topic: message.topic.clone(),
-                key: message.key.clone(),
-                reason: e.to_string(),
-            })?;
+            ack.await.map_err(|e| fail(message, e.to_string()))?;
         }
         Ok(())
     }
