@@ -11,7 +11,7 @@ use oms_cli::CliConfig;
 use oms_saga::{
     avro::AvroCodec,
     bus,
-    config::{self, BusKind, ConfigArgs},
+    config::{self, ConfigArgs},
 };
 use uuid::Uuid;
 
@@ -204,13 +204,9 @@ async fn measure(run: Run) -> Result<Report> {
         .map(|(name, version)| (name.to_owned(), version.to_owned()))
         .collect();
     components.insert("oms".into(), env!("CARGO_PKG_VERSION").into());
-    let bus_name = match config.bus.kind {
-        BusKind::Kafka => "kafka",
-        BusKind::Nats => "nats",
-    };
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(Report {
-        bus: bus_name.into(),
+        bus: config.bus.kind.as_str().into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::this(),
         components,

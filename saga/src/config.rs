@@ -193,6 +193,16 @@ pub enum BusKind {
     Nats,
 }
 
+impl BusKind {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Kafka => "kafka",
+            BusKind::Nats => "nats",
+        }
+    }
+}
+
 /// A Kafka cluster. `properties` passes any librdkafka setting through, which is how a real
 /// cluster's security settings (`security.protocol`, `sasl.*`, `ssl.*`) are given.
 #[derive(Debug, Clone, Serialize, Deserialize)]

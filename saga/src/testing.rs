@@ -122,12 +122,8 @@ pub fn bus_config() -> BusConfig {
 
 /// `--set` values that point a command at the broker of `config`.
 pub fn bus_settings(config: &BusConfig) -> Vec<String> {
-    let kind = match config.kind {
-        BusKind::Kafka => "kafka",
-        BusKind::Nats => "nats",
-    };
     vec![
-        format!("bus.kind={kind}"),
+        format!("bus.kind={}", config.kind.as_str()),
         format!("bus.kafka.brokers={}", config.kafka.brokers),
         format!("bus.nats.url={}", config.nats.url.expose()),
     ]
