@@ -76,6 +76,13 @@ fn stream_name(topic: &str) -> String {
     safe_name(topic)
 }
 
+/// A stream's partitions: one subject each.
+fn partition_count(stream: &stream::Stream) -> u32 {
+    u32::try_from(stream.cached_info().config.subjects.len())
+        .unwrap_or(1)
+        .max(1)
+}
+
 fn partition_subject(topic: &str, partition: u32) -> String {
     format!("{topic}.{partition}.*")
 }
@@ -250,17 +257,18 @@ impl NatsBus {
         }
     }
 
+    /// The stream of `topic`, which must exist.
+    async fn existing_stream(&self, topic: &str) -> Result<stream::Stream> {
+        self.stream(topic)
+            .await?
+            .ok_or_else(|| Error::Bus(format!("nats: no stream for topic {topic}")))
+    }
+
     async fn partitions(&self, topic: &str) -> Result<u32> {
         if let Some(count) = self.cached_partitions(topic) {
             return Ok(count);
         }
-        let stream = self
-            .stream(topic)
-            .await?
-            .ok_or_else(|| Error::Bus(format!("nats: no stream for topic {topic}")))?;
-        let count = u32::try_from(stream.cached_info().config.subjects.len())
-            .unwrap_or(1)
-            .max(1);
+        let count = partition_count(&self.existing_stream(topic).await?);
         self.partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -406,11 +414,8 @@ impl EventBus for NatsBus {
     }
 
     async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
-        let stream = self
-            .stream(topic)
-            .await?
-            .ok_or_else(|| Error::Bus(format!("nats: no stream for topic {topic}")))?;
-        let partitions = u32::try_from(stream.cached_info().config.subjects.len()).unwrap_or(1);
+        let stream = self.existing_stream(topic).await?;
+        let partitions = partition_count(&stream);
         let last = stream.cached_info().state.last_sequence;
         let mut again = 0;
         for partition in 0..partitions {
@@ -532,7 +537,7 @@ impl TopicReader {
                 }
             }
         };
-        let partitions = u32::try_from(stream.cached_info().config.subjects.len()).unwrap_or(1);
+        let partitions = partition_count(&stream);
         let mut readers = tokio::task::JoinSet::new();
         for partition in 0..partitions {
             readers.spawn(
