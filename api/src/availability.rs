@@ -227,8 +227,8 @@ impl Availability {
         })
     }
 
-    /// Asks whether `items` could be reserved now.
-    pub async fn check(&self, items: &[OrderLine]) -> Check {
+    /// Asks whether `items` could be reserved now, as part of the trace `traceparent` names.
+    pub async fn check(&self, items: &[OrderLine], traceparent: Option<&str>) -> Check {
         let Some(url) = &self.url else {
             return Check::Skipped("the availability check is off");
         };
@@ -244,9 +244,11 @@ impl Availability {
             })
             .collect();
         let answer = async {
-            let response = self
-                .http
-                .post(url)
+            let mut request = self.http.post(url);
+            if let Some(traceparent) = traceparent {
+                request = request.header("traceparent", traceparent);
+            }
+            let response = request
                 .json(&serde_json::json!({ "items": wanted }))
                 .send()
                 .await?

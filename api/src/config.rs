@@ -22,6 +22,8 @@ pub struct ApiConfig {
     /// The inventory check before an order is accepted.
     pub availability: AvailabilityConfig,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
     /// Larger bodies get 413 before they are parsed.
     pub max_body_bytes: usize,
 }
@@ -37,6 +39,7 @@ impl Default for ApiConfig {
             topics: TopicsConfig::default(),
             availability: AvailabilityConfig::default(),
             log: LogConfig::default(),
+            trace: Default::default(),
             max_body_bytes: 64 * 1024,
         }
     }

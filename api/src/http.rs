@@ -61,14 +61,14 @@ pub struct AppState {
     pub bus: Option<Arc<dyn EventBus>>,
 }
 
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
     let routes = Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/status", put(change_status))
         .route("/api/orders/{id}/cancel", post(cancel_order))
         .route("/health/ready", get(ready));
-    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
+    oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
 fn idempotency_key(
@@ -116,7 +116,10 @@ async fn place_order(
     {
         return Ok(placed(first, None, true));
     }
-    let check = state.availability.check(&order.items).await;
+    let check = state
+        .availability
+        .check(&order.items, origin.traceparent.as_deref())
+        .await;
     let skipped = match check {
         Check::Short(short) => {
             return Err(Problem::new(

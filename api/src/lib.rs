@@ -50,6 +50,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let pool = config.database.connect_lazy()?;
+    let tracer = oms_saga::trace::Tracer::new("api", &config.trace)?;
     let bus = bus::connect(&config.bus)?;
     let cache = cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
@@ -58,8 +59,9 @@ pub async fn run(
     let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
 
     let stop_relay = CancellationToken::new();
-    let relay =
-        Relay::new(pool, bus.clone(), codec, config.relay.clone()).ensuring(vec![TopicSpec::new(
+    let relay = Relay::new(pool, bus.clone(), codec, config.relay.clone())
+        .traced(tracer.clone())
+        .ensuring(vec![TopicSpec::new(
             &config.topics.orders,
             config.topics.partitions,
         )]);
@@ -73,7 +75,7 @@ pub async fn run(
         availability,
         bus: Some(bus),
     });
-    let router = http::app(state, config.max_body_bytes);
+    let router = http::app(state, config.max_body_bytes, tracer);
     tracing::info!(addr = %listener.local_addr().map_err(oms_saga::Error::Serve)?, "order API listening");
     let served = oms_saga::server::serve(listener, router, shutdown).await;
     stop_relay.cancel();

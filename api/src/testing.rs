@@ -39,6 +39,7 @@ impl TestApi {
         config.topics.partitions = 3;
         // No inventory unless the test brings one (the usual port may be a running stack's).
         config.availability.inventory_url = None;
+        config.trace = oms_saga::testing::trace_config();
         customise(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

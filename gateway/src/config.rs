@@ -24,6 +24,8 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +60,7 @@ impl Default for GatewayConfig {
             upstream_timeout: Duration::from_secs(10),
             max_body_bytes: 256 * 1024,
             log: LogConfig::default(),
+            trace: Default::default(),
         }
     }
 }

@@ -56,13 +56,13 @@ impl AppState {
     }
 }
 
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
     let routes = Router::new()
         .route("/auth/login", post(login))
         .route("/api", any(forward))
         .route("/api/{*rest}", any(forward))
         .route("/health/ready", get(ready));
-    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
+    oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
 #[derive(Debug, Deserialize)]

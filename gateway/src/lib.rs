@@ -63,7 +63,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let router = http::app(state(&config)?, config.max_body_bytes);
+    let tracer = oms_saga::trace::Tracer::new("gateway", &config.trace)?;
+    let router = http::app(state(&config)?, config.max_body_bytes, tracer);
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     oms_saga::server::serve(listener, router, shutdown).await?;
     Ok(())

@@ -51,6 +51,7 @@ impl TestGateway {
             ..GatewayConfig::default()
         };
         config.jwt.secret = Some(Secret::new(SECRET));
+        config.trace = oms_saga::testing::trace_config();
         customise(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -10,6 +10,8 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
 }
 
 impl Default for RegistryConfig {
@@ -18,6 +20,7 @@ impl Default for RegistryConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             database: DatabaseConfig::named("oms_registry"),
             log: LogConfig::default(),
+            trace: Default::default(),
         }
     }
 }

@@ -60,9 +60,9 @@ fn api() -> Router<Arc<AppState>> {
 /// Schemas are small; a megabyte is far more than any real one.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn app(state: Arc<AppState>) -> Router {
+pub fn app(state: Arc<AppState>, tracer: oms_saga::trace::Tracer) -> Router {
     let routes = api().route("/health/ready", get(ready));
-    oms_saga::server::standard(routes, MAX_BODY_BYTES).with_state(state)
+    oms_saga::server::standard(routes, MAX_BODY_BYTES, tracer).with_state(state)
 }
 
 /// A JSON reply with the registry's content type.

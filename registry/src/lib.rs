@@ -36,6 +36,7 @@ pub async fn run(
     let state = Arc::new(http::AppState {
         store: store::Store::new(pool),
     });
+    let tracer = oms_saga::trace::Tracer::new("registry", &config.trace)?;
     tracing::info!(addr = ?listener.local_addr().ok(), "schema registry listening");
-    oms_saga::server::serve(listener, http::app(state), shutdown).await
+    oms_saga::server::serve(listener, http::app(state, tracer), shutdown).await
 }

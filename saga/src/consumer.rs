@@ -17,12 +17,15 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use opentelemetry::trace::SpanKind;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 
 use crate::{
     Error, Result,
     bus::{Delivery, EventBus, Message, Subscription},
-    event::{Codec, Event, EventRecord},
+    event::{Codec, Event, EventRecord, header},
+    trace::Tracer,
 };
 
 /// Headers a dead letter carries besides the original ones.
@@ -155,6 +158,7 @@ pub struct Consumer<H> {
     codec: Arc<dyn Codec>,
     handler: H,
     config: ConsumerConfig,
+    tracer: Tracer,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -179,7 +183,15 @@ impl<H: Handler> Consumer<H> {
             codec,
             handler,
             config,
+            tracer: Tracer::silent("consumer"),
         }
+    }
+
+    /// Handles each delivery in a consumer span of `tracer`'s, a child of the publishing span;
+    /// the events the handler derives continue the trace from there.
+    pub fn traced(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<H> {
@@ -218,18 +230,33 @@ impl<H: Handler> Consumer<H> {
         delivery: &Delivery,
     ) -> Outcome {
         let started = std::time::Instant::now();
-        let outcome = self.settle(delivery).await;
+        let headers = &delivery.message.headers;
+        let event_type = headers.get_str(header::EVENT_TYPE).unwrap_or("unknown");
+        let mut span = self.tracer.start(
+            format!("handle {event_type}"),
+            SpanKind::Consumer,
+            headers.get_str(header::TRACEPARENT),
+        );
+        span.set("messaging.consumer_group", self.config.group.clone());
+        span.set("messaging.source", delivery.message.topic.clone());
+        span.set("messaging.partition", i64::from(delivery.partition));
+        span.set("messaging.offset", delivery.offset);
+        let log = tracing::info_span!("event", consumer = %self.config.group, event_type,
+            partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
+        let outcome = self
+            .settle(delivery, &span.traceparent())
+            .instrument(log.clone())
+            .await;
+        span.set("outcome", outcome.as_str());
+        if outcome == Outcome::DeadLettered {
+            span.fail("dead-lettered");
+        }
         let mut delays = self.backoff();
         while let Err(e) = subscription.ack(delivery).await {
             let delay = delays.next().unwrap_or(self.config.max_backoff);
             tracing::warn!(error = %e, retry_in = ?delay, "acknowledging failed; retrying");
             tokio::time::sleep(delay).await;
         }
-        let event_type = delivery
-            .message
-            .headers
-            .get_str(crate::event::header::EVENT_TYPE)
-            .unwrap_or("unknown");
         metrics::counter!("oms_events_total", "consumer" => self.config.group.clone(),
             "type" => event_type.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
@@ -238,7 +265,9 @@ impl<H: Handler> Consumer<H> {
         outcome
     }
 
-    async fn settle(&self, delivery: &Delivery) -> Outcome {
+    /// Decodes and applies a delivery; the event the handler sees carries `traceparent`, the
+    /// consumer span's, so that what it causes continues the trace from there.
+    async fn settle(&self, delivery: &Delivery, traceparent: &str) -> Outcome {
         if delivery.delivered > self.config.max_deliveries {
             let reason = format!(
                 "delivered {} times without being acknowledged",
@@ -251,7 +280,7 @@ impl<H: Handler> Consumer<H> {
         let mut delays = self.backoff();
         let record = loop {
             match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
-                Ok(record) => break record,
+                Ok(record) => break record.traced(Some(traceparent)),
                 Err(e) if e.is_transient() => {
                     let delay = delays.next().unwrap_or(self.config.max_backoff);
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot decode yet; retrying");

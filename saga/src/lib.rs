@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: layered configuration (defaults, a TOML file, `OMS_` environment variables, flags).
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`trace`]: each service's tracer: spans across HTTP and the bus, exported to Zipkin.
 //! - [`problem`]: RFC 9457 problem+json errors and extractors that reject with them.
 //! - [`event`]: the envelope every event travels in, and the codec seam that turns it into bytes.
 //! - [`schemas`] and [`avro`]: the events' Avro schemas, and the codec that writes them in the
@@ -39,6 +40,7 @@ pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod worker;
 
 pub use error::{Error, Result, database_unavailable};

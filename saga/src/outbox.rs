@@ -14,6 +14,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use opentelemetry::trace::SpanKind;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -21,6 +22,7 @@ use crate::{
     Result,
     bus::{EventBus, TopicSpec},
     event::{Codec, EventRecord},
+    trace::Tracer,
 };
 
 /// Writes `record` to the outbox inside the caller's transaction.
@@ -73,6 +75,7 @@ pub struct Relay {
     config: RelayConfig,
     /// Topics to create before the first publish.
     topics: Vec<TopicSpec>,
+    tracer: Tracer,
 }
 
 impl Relay {
@@ -88,7 +91,15 @@ impl Relay {
             codec,
             config,
             topics: Vec::new(),
+            tracer: Tracer::silent("relay"),
         }
+    }
+
+    /// Makes a producer span of `tracer`'s for each event published, a child of the span that
+    /// wrote it, and hands that span on to the consumers in the event's `traceparent`.
+    pub fn traced(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Creates these topics (idempotently) before publishing anything.
@@ -163,10 +174,11 @@ impl Relay {
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         let mut oldest: Option<DateTime<Utc>> = None;
         for row in &rows {
             ids.push(row.try_get::<i64, _>("id")?);
-            let record = EventRecord {
+            let mut record = EventRecord {
                 event_id: row.try_get::<Uuid, _>("event_id")?,
                 event_type: row.try_get("event_type")?,
                 topic: row.try_get("topic")?,
@@ -180,9 +192,23 @@ impl Relay {
             oldest = oldest
                 .min(Some(record.occurred_at))
                 .or(Some(record.occurred_at));
+            let mut span = self.tracer.start(
+                format!("publish {}", record.event_type),
+                SpanKind::Producer,
+                record.traceparent.as_deref(),
+            );
+            span.set("messaging.destination", record.topic.clone());
+            span.set("event.id", record.event_id.to_string());
+            record.traceparent = Some(span.traceparent());
+            spans.push(span);
             messages.push(record.to_message(self.codec.as_ref()).await?);
         }
-        self.bus.publish(messages).await?;
+        if let Err(e) = self.bus.publish(messages).await {
+            for span in &mut spans {
+                span.fail(e.to_string());
+            }
+            return Err(e);
+        }
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)

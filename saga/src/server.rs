@@ -3,14 +3,20 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, routing::get};
-use tokio::net::TcpListener;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderName, HeaderValue},
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
 };
+use opentelemetry::trace::SpanKind;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::Instrument;
 
-use crate::{Error, Result};
+use crate::{Error, Result, trace::Tracer};
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -69,10 +75,12 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What every service's router has around its own routes: `/health/live` and `/metrics`;
 /// problem+json for unknown routes and methods; a body limit; a request id (kept from the
-/// caller, or made) echoed in the response; and a tracing span per request.
+/// caller, or made) echoed in the response; and, per request, a span of `tracer`'s and the
+/// request metrics.
 pub fn standard<S: Clone + Send + Sync + 'static>(
     routes: Router<S>,
     max_body_bytes: usize,
+    tracer: Tracer,
 ) -> Router<S> {
     crate::telemetry::metrics();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -83,8 +91,51 @@ pub fn standard<S: Clone + Send + Sync + 'static>(
         .method_not_allowed_fallback(crate::problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(tracer, traced))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves one request inside a server span, a child of the caller's trace context. The span's
+/// own `traceparent` replaces the caller's on the request, so that whatever the handler calls
+/// or writes (an upstream, an outbox row) continues the trace from here. Counts the request and
+/// its latency per route (the route's pattern, not the path, so ids do not explode the series).
+async fn traced(State(tracer): State<Tracer>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let mut span = tracer.start_from_headers(
+        format!("{method} {route}"),
+        SpanKind::Server,
+        request.headers(),
+    );
+    span.set("http.method", method.to_string());
+    span.set("http.route", route.clone());
+    if let Ok(value) = HeaderValue::from_str(&span.traceparent()) {
+        request.headers_mut().insert("traceparent", value);
+    }
+    let log = tracing::info_span!("request", %method, path = %request.uri().path(),
+        request_id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()),
+        trace_id = %span.trace_id());
+    let response = next.run(request).instrument(log.clone()).await;
+    let status = response.status();
+    span.set("http.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.fail(status.to_string());
+    }
+    let elapsed = started.elapsed();
+    log.in_scope(|| tracing::debug!(status = status.as_u16(), ?elapsed, "served"));
+    let service = tracer.service().to_owned();
+    metrics::counter!("oms_http_requests_total", "service" => service.clone(),
+        "method" => method.to_string(), "route" => route.clone(), "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("oms_http_request_duration_seconds", "service" => service,
+        "method" => method.to_string(), "route" => route)
+    .record(elapsed.as_secs_f64());
+    response
 }
 
 /// Whether the database answers a trivial query within two seconds; the error says why not.

@@ -115,6 +115,28 @@ fn bus_config_at(kind: BusKind, address: &str) -> BusConfig {
     }
 }
 
+/// Where the services a test starts send their spans: nowhere, unless the test called
+/// [`export_traces_to`]. Process-wide, so a test that traces lives in a test binary of its own
+/// (nextest runs each test in its own process anyway).
+pub fn trace_config() -> crate::trace::TraceConfig {
+    TRACING.get().cloned().unwrap_or_default()
+}
+
+static TRACING: std::sync::OnceLock<crate::trace::TraceConfig> = std::sync::OnceLock::new();
+
+/// Makes every service started after this export its spans to `endpoint`, in batches sent every
+/// 200 ms so that the test does not wait.
+pub fn export_traces_to(endpoint: &str) {
+    let config = crate::trace::TraceConfig {
+        zipkin_endpoint: Some(endpoint.to_owned()),
+        export_delay: Duration::from_millis(200),
+    };
+    assert!(
+        TRACING.set(config).is_ok(),
+        "export_traces_to is called once per test process"
+    );
+}
+
 /// Settings for the shared broker of the tests' bus.
 pub fn bus_config() -> BusConfig {
     bus_config_at(bus_kind(), &shared_broker())

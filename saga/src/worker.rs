@@ -16,6 +16,7 @@ use crate::{
     consumer::{Consumer, ConsumerConfig, Handler},
     outbox::{Relay, RelayConfig},
     schedule::{self, Periodic},
+    trace::Tracer,
 };
 
 /// What a worker writes, and where.
@@ -38,6 +39,8 @@ pub struct Worker<'a, H> {
     pub handler: H,
     /// Jobs on a clock (deadlines, sending), run beside the consumer.
     pub periodic: Vec<Arc<dyn Periodic>>,
+    /// Whose spans the relay and the consumer make.
+    pub tracer: Tracer,
 }
 
 impl<H: Handler + 'static> Worker<'_, H> {
@@ -57,16 +60,18 @@ impl<H: Handler + 'static> Worker<'_, H> {
             consumer,
             handler,
             periodic,
+            tracer,
         } = self;
         let bus = bus::connect(bus_config)?;
         avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
         let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
         let stop = CancellationToken::new();
         let relay = Relay::new(pool.clone(), bus.clone(), codec.clone(), relay)
+            .traced(tracer.clone())
             .ensuring(vec![output.topic]);
         let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
         let group = consumer.group.clone();
-        let consumer = Consumer::new(pool, bus, codec, handler, consumer);
+        let consumer = Consumer::new(pool, bus, codec, handler, consumer).traced(tracer);
         let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
         let periodic: Vec<_> = periodic
             .into_iter()

@@ -25,6 +25,8 @@ pub struct InventoryConfig {
     pub topic: String,
     pub partitions: i32,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
     pub max_body_bytes: usize,
 }
 
@@ -43,6 +45,7 @@ impl Default for InventoryConfig {
             topic: INVENTORY_TOPIC.into(),
             partitions: 6,
             log: LogConfig::default(),
+            trace: Default::default(),
             max_body_bytes: 64 * 1024,
         }
     }

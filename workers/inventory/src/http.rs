@@ -33,13 +33,13 @@ fn unavailable(e: sqlx::Error) -> Problem {
     Problem::unavailable("The inventory database is unavailable; retry later.")
 }
 
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
     let routes = Router::new()
         .route("/api/inventory", get(list))
         .route("/api/inventory/availability", post(availability))
         .route("/api/inventory/{product_id}", get(one).put(set))
         .route("/health/ready", get(ready));
-    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
+    oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
 async fn list(State(state): AppStateRef) -> Result<Json<Vec<Stock>>, Problem> {

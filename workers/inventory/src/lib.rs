@@ -43,6 +43,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), oms_saga::Error> {
     let pool = config.database.connect_lazy()?;
+    let tracer = oms_saga::trace::Tracer::new("inventory", &config.trace)?;
     let output = worker::Output {
         topic: TopicSpec::new(&config.topic, config.partitions),
         event_types: &EVENT_TYPES,
@@ -53,6 +54,7 @@ pub async fn run(
     let router = http::app(
         Arc::new(http::AppState { pool: pool.clone() }),
         config.max_body_bytes,
+        tracer.clone(),
     );
     let worker = worker::Worker {
         pool,
@@ -62,6 +64,7 @@ pub async fn run(
         consumer: config.consumer,
         handler,
         periodic: Vec::new(),
+        tracer,
     };
     worker.serve(router, listener, shutdown).await
 }

@@ -38,6 +38,7 @@ impl TestInventory {
         config.partitions = 3;
         config.consumer.group = testing::unique("inventory");
         config.consumer.topics = vec![orders_topic.to_owned()];
+        config.trace = oms_saga::testing::trace_config();
         let run = config.clone();
         let service = TestService::start_on(listener, move |listener, shutdown| {
             crate::run(run.clone(), listener, shutdown)

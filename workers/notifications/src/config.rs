@@ -27,6 +27,8 @@ pub struct NotificationsConfig {
     pub partitions: i32,
     pub sending: SendingConfig,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
     pub max_body_bytes: usize,
 }
 
@@ -66,6 +68,7 @@ impl Default for NotificationsConfig {
             partitions: 6,
             sending: SendingConfig::default(),
             log: LogConfig::default(),
+            trace: Default::default(),
             max_body_bytes: 16 * 1024,
         }
     }

@@ -21,11 +21,11 @@ pub struct AppState {
 
 type AppStateRef = State<Arc<AppState>>;
 
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
     let routes = Router::new()
         .route("/api/notifications", get(list))
         .route("/health/ready", get(ready));
-    oms_saga::server::standard(routes, max_body_bytes).with_state(state)
+    oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
 #[derive(Debug, Deserialize)]

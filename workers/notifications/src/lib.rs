@@ -51,6 +51,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), oms_saga::Error> {
     let pool = config.database.connect_lazy()?;
+    let tracer = oms_saga::trace::Tracer::new("notifications", &config.trace)?;
     let dispatch = send::Dispatch {
         pool: pool.clone(),
         sender,
@@ -60,6 +61,7 @@ pub async fn run_with(
     let router = http::app(
         Arc::new(http::AppState { pool: pool.clone() }),
         config.max_body_bytes,
+        tracer.clone(),
     );
     let worker = worker::Worker {
         pool,
@@ -72,6 +74,7 @@ pub async fn run_with(
         consumer: config.consumer,
         handler: saga::Notifier,
         periodic: vec![Arc::new(dispatch)],
+        tracer,
     };
     worker.serve(router, listener, shutdown).await
 }

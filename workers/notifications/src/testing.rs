@@ -69,6 +69,7 @@ impl TestNotifications {
         config.consumer.group = testing::unique("notifications");
         config.consumer.topics = vec![orders_topic.to_owned()];
         let sender = Arc::new(CountingSender::default());
+        config.trace = oms_saga::testing::trace_config();
         let (run, counting) = (config.clone(), sender.clone());
         let service = TestService::start(move |listener, shutdown| {
             crate::run_with(run.clone(), counting.clone(), listener, shutdown)

@@ -3,6 +3,8 @@
 //! Tests drive it as a client would, through the gateway, and stop and restart services to play
 //! outages.
 
+pub mod zipkin;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use oms_api::{ApiConfig, testing::TestApi};

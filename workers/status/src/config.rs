@@ -32,6 +32,8 @@ pub struct StatusConfig {
     /// The payment deadline of reserved orders.
     pub payment: PaymentConfig,
     pub log: LogConfig,
+    /// Where its spans go.
+    pub trace: oms_saga::trace::TraceConfig,
 }
 
 impl Default for StatusConfig {
@@ -51,6 +53,7 @@ impl Default for StatusConfig {
             orders_partitions: 6,
             payment: PaymentConfig::default(),
             log: LogConfig::default(),
+            trace: Default::default(),
         }
     }
 }

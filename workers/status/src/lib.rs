@@ -33,6 +33,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), oms_saga::Error> {
     let pool = config.database.connect_lazy()?;
+    let tracer = oms_saga::trace::Tracer::new("status", &config.trace)?;
     let cache = oms_api::cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
     let output = worker::Output {
@@ -60,6 +61,7 @@ pub async fn run(
             get(move || async move { oms_saga::server::database_ready(&ready).await }),
         ),
         1024,
+        tracer.clone(),
     );
     let worker = worker::Worker {
         pool,
@@ -69,6 +71,7 @@ pub async fn run(
         consumer: config.consumer,
         handler,
         periodic: vec![Arc::new(deadlines)],
+        tracer,
     };
     worker.serve(router, listener, shutdown).await
 }

@@ -29,6 +29,7 @@ impl TestStatus {
         };
         config.consumer.group = testing::unique("order-status");
         config.consumer.topics = vec![inventory_topic.to_owned()];
+        config.trace = oms_saga::testing::trace_config();
         customise(&mut config);
         let run = config.clone();
         let service = TestService::start(move |listener, shutdown| {
