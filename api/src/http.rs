@@ -1,7 +1,7 @@
 //! The order API's routes. Handlers parse, call the store, and map results; the rules live in
 //! [`crate::domain`] and the persistence in [`crate::store`].
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -11,7 +11,6 @@ use axum::{
     routing::{get, post, put},
 };
 use oms_saga::{
-    bus::EventBus,
     identity::{Caller, SUBJECT_HEADER},
     page::{self, Page},
     problem::{Json, Path, Problem, Query},
@@ -58,7 +57,8 @@ pub struct AppState {
     pub cache: OrderCache,
     pub availability: Availability,
     /// Checked by readiness; `None` where the service runs without a bus (handler tests).
-    pub bus: Option<Arc<dyn EventBus>>,
+    /// What `/health/ready` checks: the database and the broker.
+    pub ready: oms_saga::server::Readiness,
 }
 
 pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
@@ -302,36 +302,9 @@ async fn cancel_order(
 
 /// Ready when the database and the broker answer; the body says which one does not.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let database = oms_saga::server::check_database(state.store.pool()).await;
-    let broker = match &state.bus {
-        None => Ok(()),
-        Some(bus) => match tokio::time::timeout(Duration::from_secs(3), bus.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_owned()),
-        },
-    };
-    let describe = |r: &Result<(), String>| match r {
-        Ok(()) => "up".to_owned(),
-        Err(e) => format!("down: {e}"),
-    };
     // The inventory is not needed to be ready (orders are accepted unchecked); its breaker is
     // shown for operators.
-    let checks = serde_json::json!({
-        "database": describe(&database),
-        "broker": describe(&broker),
-        "inventoryBreaker": state.availability.breaker.state().as_str(),
-    });
-    if database.is_ok() && broker.is_ok() {
-        axum::Json(serde_json::json!({ "status": "ready", "checks": checks })).into_response()
-    } else {
-        let failing: Vec<&str> = [("database", &database), ("broker", &broker)]
-            .into_iter()
-            .filter(|(_, r)| r.is_err())
-            .map(|(name, _)| name)
-            .collect();
-        Problem::unavailable(format!("not ready: {} down", failing.join(", ")))
-            .with("checks", checks)
-            .into_response()
-    }
+    let breaker = state.availability.breaker.state().as_str();
+    let extra = serde_json::Map::from_iter([("inventoryBreaker".to_owned(), breaker.into())]);
+    state.ready.respond(extra).await
 }

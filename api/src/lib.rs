@@ -8,6 +8,7 @@
 //! - [`cache`]: the Redis read cache, which degrades to the database.
 //! - [`availability`]: the inventory check before accepting an order, behind a circuit breaker.
 //! - [`http`]: the routes.
+//! - [`stats`]: orders per status and saga outcomes, for Prometheus.
 
 pub mod availability;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod domain;
 mod error;
 pub mod http;
+pub mod stats;
 pub mod store;
 
 use std::{future::Future, sync::Arc};
@@ -55,6 +57,7 @@ pub async fn run(
     let cache = cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
     let store = store::Store::new(pool.clone(), config.topics.orders.clone());
+    let ready_pool = pool.clone();
     avro::register(&config.bus.registry, &config.topics.orders, &EVENT_TYPES).await?;
     let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
 
@@ -66,6 +69,14 @@ pub async fn run(
             config.topics.partitions,
         )]);
     let relay = tokio::spawn(relay.run(stop_relay.clone().cancelled_owned()));
+    let stats = Arc::new(stats::OrderStats {
+        pool: store.pool().clone(),
+        interval: config.stats_interval,
+    });
+    let stats = tokio::spawn(oms_saga::schedule::run(
+        stats,
+        stop_relay.clone().cancelled_owned(),
+    ));
 
     let availability = availability::Availability::new(&config.availability)
         .map_err(|e| oms_saga::Error::Config(format!("availability: {e}")))?;
@@ -73,13 +84,16 @@ pub async fn run(
         store,
         cache,
         availability,
-        bus: Some(bus),
+        ready: oms_saga::server::Readiness::database(ready_pool)
+            .bus(bus)
+            .registry(config.bus.registry.url.clone()),
     });
     let router = http::app(state, config.max_body_bytes, tracer);
     tracing::info!(addr = %listener.local_addr().map_err(oms_saga::Error::Serve)?, "order API listening");
     let served = oms_saga::server::serve(listener, router, shutdown).await;
     stop_relay.cancel();
     let _ = relay.await;
+    let _ = stats.await;
     Ok(served?)
 }
 

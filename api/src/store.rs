@@ -277,6 +277,9 @@ pub async fn change_status_in(
     .fetch_one(&mut *tx)
     .await?;
     let order = Order::try_from(row)?;
+    // Recorded as the transition is written: a transaction rolled back and retried would count
+    // twice, which a latency histogram can bear.
+    crate::stats::record_ended(&order);
     let in_saga = |record: EventRecord| {
         let record = record
             .correlated(correlation_id)

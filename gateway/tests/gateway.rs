@@ -360,7 +360,13 @@ async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_on
     assert_eq!(response.headers()["x-request-id"], "req-42");
     let seen: Value = response.json().await.expect("echo");
     assert_eq!(seen["x-request-id"], "req-42");
-    assert_eq!(seen["traceparent"], traceparent);
+    // The same trace, continued from the gateway's own span.
+    let forwarded = seen["traceparent"].as_str().expect("traceparent");
+    assert!(
+        forwarded.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{forwarded}"
+    );
+    assert_ne!(forwarded, traceparent, "the gateway's span is the parent");
     assert_eq!(seen["x-oms-role"], "user");
     assert_eq!(seen["x-oms-customer-id"], gateway.bob.to_string());
     assert_eq!(seen["x-oms-subject"], "bob");

@@ -302,5 +302,7 @@ async fn delete_subject_config(
 }
 
 async fn ready(State(state): AppStateRef) -> Response {
-    oms_saga::server::database_ready(state.store.pool()).await
+    oms_saga::server::Readiness::database(state.store.pool().clone())
+        .respond(Default::default())
+        .await
 }

@@ -262,6 +262,11 @@ impl<H: Handler> Consumer<H> {
         .increment(1);
         metrics::histogram!("oms_event_handling_seconds", "consumer" => self.config.group.clone())
             .record(started.elapsed().as_secs_f64());
+        if let Some(behind) = delivery.behind {
+            metrics::gauge!("oms_consumer_lag", "group" => self.config.group.clone(),
+                "topic" => delivery.message.topic.clone(), "partition" => delivery.partition.to_string())
+            .set(behind as f64);
+        }
         outcome
     }
 

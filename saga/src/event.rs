@@ -278,6 +278,15 @@ impl Codec for JsonCodec {
     }
 }
 
+/// Why the saga itself cancels an order; an admin's cancellation gives a reason of its own.
+pub mod cancel_reason {
+    /// The inventory could not reserve its items.
+    pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
+    /// It was not paid before its deadline.
+    pub const PAYMENT_TIMEOUT: &str = "PAYMENT_TIMEOUT";
+    pub const ALL: [&str; 2] = [OUT_OF_STOCK, PAYMENT_TIMEOUT];
+}
+
 /// Where an order is in its life. The transitions between them are the order service's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -64,6 +64,9 @@ impl Default for RelayConfig {
     }
 }
 
+/// How often the relay measures its backlog.
+const BACKLOG_SAMPLE: Duration = Duration::from_secs(1);
+
 /// Key of the advisory lock that elects the publishing relay of a database.
 const RELAY_LOCK: i64 = 0x6f6d_735f_6f75_7462; // "oms_outb"
 
@@ -115,7 +118,14 @@ impl Relay {
         let backoff = || crate::retry::backoff(Duration::from_millis(50), Duration::from_secs(5));
         let mut delays = backoff();
         let mut topics_ready = self.topics.is_empty();
+        let mut sampled = std::time::Instant::now() - BACKLOG_SAMPLE;
         loop {
+            if sampled.elapsed() >= BACKLOG_SAMPLE {
+                sampled = std::time::Instant::now();
+                if let Err(e) = self.sample_backlog().await {
+                    tracing::debug!(error = %e, "cannot measure the outbox backlog");
+                }
+            }
             // Shutdown may interrupt a publish that waits on a dead broker: the transaction rolls
             // back, and the rows go out again (at least once) after the restart.
             let step = tokio::select! {
@@ -149,6 +159,21 @@ impl Relay {
             *topics_ready = true;
         }
         self.relay_once().await
+    }
+
+    /// Sets the backlog gauges: how many events wait, and for how long the oldest has.
+    async fn sample_backlog(&self) -> Result<()> {
+        let (waiting, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), min(occurred_at) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let age = oldest.map_or(0.0, |oldest| {
+            (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("oms_outbox_backlog").set(waiting as f64);
+        metrics::gauge!("oms_outbox_oldest_age_seconds").set(age);
+        Ok(())
     }
 
     /// Publishes one batch; returns how many rows went out.

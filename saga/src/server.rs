@@ -138,34 +138,138 @@ async fn traced(State(tracer): State<Tracer>, mut request: Request, next: Next) 
     response
 }
 
-/// Whether the database answers a trivial query within two seconds; the error says why not.
-pub async fn check_database(pool: &sqlx::PgPool) -> std::result::Result<(), String> {
-    let checked = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(pool),
-    )
-    .await;
-    match checked {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_owned()),
+/// What a service needs to serve: its database, and, for those that write or read events, the
+/// broker and the schema registry. `GET /health/ready` checks each within two seconds, all at
+/// once, and answers 200 or 503 problem+json naming what is down.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    database: Option<sqlx::PgPool>,
+    bus: Option<std::sync::Arc<dyn crate::bus::EventBus>>,
+    registry: Option<String>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("database", &self.database.is_some())
+            .field("bus", &self.bus.is_some())
+            .field("registry", &self.registry)
+            .finish()
     }
 }
 
-/// Readiness for a service whose database is what it needs: 200 with the check, or 503
-/// problem+json saying it is down. The check is bounded, so a hung database answers too.
-pub async fn database_ready(pool: &sqlx::PgPool) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match check_database(pool).await {
-        Ok(()) => {
-            axum::Json(serde_json::json!({ "status": "ready", "checks": { "database": "up" } }))
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+type Check = std::result::Result<(), String>;
+
+async fn bounded(check: impl Future<Output = Check>) -> Check {
+    tokio::time::timeout(CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+impl Readiness {
+    pub fn database(pool: sqlx::PgPool) -> Self {
+        Self {
+            database: Some(pool),
+            ..Self::default()
+        }
+    }
+
+    pub fn bus(mut self, bus: std::sync::Arc<dyn crate::bus::EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The schema registry at `url`.
+    pub fn registry(mut self, url: impl Into<String>) -> Self {
+        self.registry = Some(url.into());
+        self
+    }
+
+    /// Each dependency, `up` or `down: why`.
+    pub async fn check(&self) -> Vec<(&'static str, Check)> {
+        let database = async {
+            match &self.database {
+                Some(pool) => Some(
+                    bounded(async {
+                        sqlx::query("SELECT 1")
+                            .execute(pool)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let broker = async {
+            match &self.bus {
+                Some(bus) => {
+                    Some(bounded(async { bus.ping().await.map_err(|e| e.to_string()) }).await)
+                }
+                None => None,
+            }
+        };
+        let registry = async {
+            match &self.registry {
+                Some(url) => Some(bounded(registry_answers(url)).await),
+                None => None,
+            }
+        };
+        let (database, broker, registry) = tokio::join!(database, broker, registry);
+        [
+            ("database", database),
+            ("broker", broker),
+            ("registry", registry),
+        ]
+        .into_iter()
+        .filter_map(|(name, check)| check.map(|c| (name, c)))
+        .collect()
+    }
+
+    /// The readiness answer, with `extra` facts for operators that do not decide it.
+    pub async fn respond(
+        &self,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let checks = self.check().await;
+        let down: Vec<&str> = checks
+            .iter()
+            .filter(|(_, c)| c.is_err())
+            .map(|(name, _)| *name)
+            .collect();
+        let mut described = extra;
+        for (name, check) in &checks {
+            let state = match check {
+                Ok(()) => "up".to_owned(),
+                Err(e) => format!("down: {e}"),
+            };
+            described.insert((*name).to_owned(), state.into());
+        }
+        if down.is_empty() {
+            axum::Json(serde_json::json!({ "status": "ready", "checks": described }))
+                .into_response()
+        } else {
+            crate::problem::Problem::unavailable(format!("not ready: {} down", down.join(", ")))
+                .with("checks", serde_json::Value::Object(described))
                 .into_response()
         }
-        Err(down) => crate::problem::Problem::unavailable("not ready: database down")
-            .with(
-                "checks",
-                serde_json::json!({ "database": format!("down: {down}") }),
-            )
-            .into_response(),
+    }
+}
+
+async fn registry_answers(url: &str) -> Check {
+    let answer = reqwest::Client::new()
+        .get(format!("{}/subjects", url.trim_end_matches('/')))
+        .timeout(CHECK_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", answer.status()))
     }
 }

@@ -324,6 +324,37 @@ fn dedicated_tansu() -> Process {
     Process::start(command, SocketAddr::from(([127, 0, 0, 1], port)), "tansu")
 }
 
+/// The real Prometheus (Debian's `prometheus` package), scraping `targets`' `/metrics` every
+/// second, with its storage in a directory of its own.
+pub fn prometheus(targets: &[SocketAddr]) -> Process {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("oms-test-prometheus"));
+    std::fs::create_dir_all(&dir).expect("prometheus dir");
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: oms\n    \
+         static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).expect("prometheus config");
+    let mut command = Command::new("prometheus");
+    command
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let mut process = Process::start(
+        command,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "prometheus (Debian's prometheus package; scripts/test installs it)",
+    );
+    process.dir = Some(dir);
+    process
+}
+
 /// A Redis server of the test's own, for tests that take Redis away.
 pub fn dedicated_redis() -> Process {
     let port = free_port();

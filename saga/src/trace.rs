@@ -69,14 +69,12 @@ struct Inner {
 
 impl Drop for Inner {
     /// Shutting a provider down flushes its batch by blocking until the export task answers.
-    /// On a runtime thread that could be the very thread the task waits for, so the shutdown
-    /// happens on a blocking thread instead.
+    /// On a runtime thread that could be the very thread the task waits for, and on the
+    /// runtime's blocking pool it would hold up the runtime's own shutdown, which waits for that
+    /// pool; so it happens on a thread of its own, which ends when the task answers or is gone.
     fn drop(&mut self) {
         if let Some(sdk) = self.sdk.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(sdk))),
-                Err(_) => drop(sdk),
-            }
+            std::thread::spawn(move || drop(sdk));
         }
     }
 }

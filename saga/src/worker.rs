@@ -63,6 +63,13 @@ impl<H: Handler + 'static> Worker<'_, H> {
             tracer,
         } = self;
         let bus = bus::connect(bus_config)?;
+        let ready = crate::server::Readiness::database(pool.clone())
+            .bus(bus.clone())
+            .registry(bus_config.registry.url.clone());
+        let router = router.route(
+            "/health/ready",
+            axum::routing::get(move || async move { ready.respond(Default::default()).await }),
+        );
         avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
         let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
         let stop = CancellationToken::new();

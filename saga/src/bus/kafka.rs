@@ -94,7 +94,11 @@ impl KafkaBus {
             Self::create(consumer, &self.config).map_err(bus_err("consumer"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
-        Ok(Box::new(KafkaSubscription { consumer }))
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            ends: Default::default(),
+            producer: self.producer.clone(),
+        }))
     }
 
     fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -280,6 +284,59 @@ impl EventBus for KafkaBus {
 
 struct KafkaSubscription {
     consumer: StreamConsumer,
+    /// The end offset of each partition, as last fetched, and when; for [`Delivery::behind`].
+    ends: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), PartitionEnd>>>,
+    /// Asks for end offsets: a client outside the group, so that a fetch still in flight never
+    /// keeps a closed subscription's group member alive.
+    producer: FutureProducer,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionEnd {
+    offset: Option<i64>,
+    asked: std::time::Instant,
+}
+
+/// How old a partition's end offset may be before it is asked for again.
+const END_REFRESH: Duration = Duration::from_secs(5);
+
+impl KafkaSubscription {
+    /// How many messages of the partition follow `offset`, as far as its end offset (fetched in
+    /// the background, at most every few seconds, since asking blocks on a round trip) tells.
+    fn behind(&self, topic: &str, partition: i32, offset: i64) -> Option<u64> {
+        let key = (topic.to_owned(), partition);
+        let mut ends = self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = ends.get(&key).copied();
+        if known.is_none_or(|end| end.asked.elapsed() >= END_REFRESH) {
+            ends.insert(
+                key.clone(),
+                PartitionEnd {
+                    offset: known.and_then(|end| end.offset),
+                    asked: std::time::Instant::now(),
+                },
+            );
+            let (client, ends) = (self.producer.clone(), self.ends.clone());
+            tokio::task::spawn_blocking(move || {
+                let fetched =
+                    client
+                        .client()
+                        .fetch_watermarks(&key.0, key.1, Duration::from_secs(2));
+                if let Ok((_, high)) = fetched {
+                    let mut ends = ends
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(end) = ends.get_mut(&key) {
+                        end.offset = Some(high);
+                    }
+                }
+            });
+        }
+        let end = known.and_then(|end| end.offset)?;
+        Some(u64::try_from(end - offset - 1).unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -307,6 +364,7 @@ impl Subscription for KafkaSubscription {
                     .collect()
             })
             .unwrap_or_default();
+        let behind = self.behind(message.topic(), message.partition(), message.offset());
         Ok(Delivery {
             message: Message {
                 topic: message.topic().to_owned(),
@@ -317,6 +375,7 @@ impl Subscription for KafkaSubscription {
             partition: message.partition(),
             offset: message.offset(),
             delivered: 1,
+            behind,
         })
     }
 

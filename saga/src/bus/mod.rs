@@ -65,6 +65,9 @@ pub struct Delivery {
     /// How many times the broker has delivered this message, this time included, as far as
     /// it tells: JetStream counts, Kafka does not (always 1).
     pub delivered: u32,
+    /// How many messages of its partition are behind this one, as the broker last reported;
+    /// `None` if it has not. The consumer's lag, per partition.
+    pub behind: Option<u64>,
 }
 
 /// A topic to create, with its final partition count (partitions cannot be added later on every

@@ -647,6 +647,7 @@ impl PartitionReader {
                 partition: i32::try_from(self.partition).unwrap_or(i32::MAX),
                 offset: i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
                 delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                behind: Some(info.pending),
             };
             let (done, mut acked) = oneshot::channel();
             if self.sender.send(Incoming { delivery, done }).is_err() {

@@ -7,7 +7,6 @@ use axum::{
     Router,
     extract::State,
     http::StatusCode,
-    response::Response,
     routing::{get, post},
 };
 use oms_saga::{
@@ -37,8 +36,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
     let routes = Router::new()
         .route("/api/inventory", get(list))
         .route("/api/inventory/availability", post(availability))
-        .route("/api/inventory/{product_id}", get(one).put(set))
-        .route("/health/ready", get(ready));
+        .route("/api/inventory/{product_id}", get(one).put(set));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
@@ -146,8 +144,4 @@ async fn availability(
         available: short.is_empty(),
         short,
     }))
-}
-
-async fn ready(State(state): AppStateRef) -> Response {
-    oms_saga::server::database_ready(&state.pool).await
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{Router, extract::State, response::Response, routing::get};
+use axum::{Router, extract::State, routing::get};
 use oms_saga::{
     identity::Caller,
     page::{self, Page},
@@ -22,9 +22,7 @@ pub struct AppState {
 type AppStateRef = State<Arc<AppState>>;
 
 pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
-    let routes = Router::new()
-        .route("/api/notifications", get(list))
-        .route("/health/ready", get(ready));
+    let routes = Router::new().route("/api/notifications", get(list));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
@@ -63,8 +61,4 @@ async fn list(
         Problem::unavailable("The notifications database is unavailable; retry later.")
     })?;
     Ok(Json(Page::of(items, limit, |n| n.id)))
-}
-
-async fn ready(State(state): AppStateRef) -> Response {
-    oms_saga::server::database_ready(&state.pool).await
 }

@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Why an unpaid order is cancelled.
-pub const PAYMENT_TIMEOUT: &str = "PAYMENT_TIMEOUT";
+pub const PAYMENT_TIMEOUT: &str = oms_saga::event::cancel_reason::PAYMENT_TIMEOUT;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -14,7 +14,7 @@ pub mod saga;
 
 use std::{future::Future, sync::Arc};
 
-use axum::{Router, routing::get};
+use axum::Router;
 use oms_saga::{
     bus::TopicSpec,
     event::{Event, OrderCancelled, OrderStatusChanged},
@@ -54,15 +54,7 @@ pub async fn run(
         cache,
         config: config.payment,
     };
-    let ready = pool.clone();
-    let router = oms_saga::server::standard(
-        Router::new().route(
-            "/health/ready",
-            get(move || async move { oms_saga::server::database_ready(&ready).await }),
-        ),
-        1024,
-        tracer.clone(),
-    );
+    let router = oms_saga::server::standard(Router::new(), 1024, tracer.clone());
     let worker = worker::Worker {
         pool,
         bus: &config.bus,

@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Why a rejected order is cancelled.
-pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
+pub const OUT_OF_STOCK: &str = oms_saga::event::cancel_reason::OUT_OF_STOCK;
 
 #[derive(Debug)]
 pub struct OrderStatusWorker {
