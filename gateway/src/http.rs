@@ -61,25 +61,49 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
         .route("/auth/login", post(login))
         .route("/api", any(forward))
         .route("/api/{*rest}", any(forward))
-        .route("/health/ready", get(ready));
+        .route("/health/ready", get(ready))
+        .route(oms_saga::docs::SPEC_PATH, get(spec))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new(oms_saga::docs::UI_PATH)
+                .config(utoipa_swagger_ui::Config::from(oms_saga::docs::SPEC_PATH)),
+        );
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+/// The combined OpenAPI document of everything the gateway serves.
+async fn spec(State(state): State<Arc<AppState>>) -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(crate::docs::combined(&state.routes).await)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub(crate) struct Login {
     username: String,
     password: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
     pub expires_in: u64,
 }
 
-async fn login(State(state): State<Arc<AppState>>, Json(login): Json<Login>) -> Response {
+/// Trades a username and password for a signed access token.
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A bearer token and how long it lasts, in seconds", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or unknown fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    Json(login): Json<Login>,
+) -> Response {
     let Some(user) = state
         .users
         .authenticate(&login.username, &login.password)

@@ -7,9 +7,11 @@
 //! - [`policy`]: which routes are for admins.
 //! - [`proxy`]: forwarding, with bounded waits.
 //! - [`http`]: the routes.
+//! - [`docs`]: the OpenAPI document of everything it routes, and Swagger UI.
 
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod http;
 pub mod policy;
 pub mod proxy;

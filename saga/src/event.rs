@@ -288,7 +288,7 @@ pub mod cancel_reason {
 }
 
 /// Where an order is in its life. The transitions between them are the order service's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Created,
@@ -339,11 +339,13 @@ impl std::fmt::Display for OrderStatus {
 }
 
 /// One line of an order, as events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
     pub product_id: String,
     pub quantity: u32,
+    /// A decimal, as a string: `"19.99"`.
+    #[schema(value_type = String, example = "19.99")]
     pub unit_price: Decimal,
 }
 
@@ -432,7 +434,7 @@ impl Event for StockReserved {
 }
 
 /// A line that could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShortLine {
     pub product_id: String,

@@ -14,6 +14,7 @@
 //! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
 //! - [`page`]: keyset pages for list endpoints.
+//! - [`docs`]: OpenAPI documents and Swagger UI.
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.
 //! - [`service`]: a service binary's `main`: flags, config, logging, migrate or serve.
@@ -26,6 +27,7 @@ pub mod avro;
 pub mod bus;
 pub mod config;
 pub mod consumer;
+pub mod docs;
 mod error;
 pub mod event;
 pub mod identity;

@@ -21,7 +21,7 @@ pub fn limit(asked: Option<i64>) -> Result<i64, Problem> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,

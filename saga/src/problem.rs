@@ -16,15 +16,18 @@ use serde::{Deserialize, Serialize};
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem+json body. Extra members (for example the list of invalid fields) go in `extensions`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
+    /// A stable slug to branch on: `validation`, `not-found`, `forbidden`, ...
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Members particular to the kind of problem (`errors` for validation).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 

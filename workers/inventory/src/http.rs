@@ -10,6 +10,7 @@ use axum::{
     routing::{get, post},
 };
 use oms_saga::{
+    docs::BearerAuth,
     event::{ShortLine, is_product_id},
     identity::Caller,
     problem::{Json, Path, Problem},
@@ -32,14 +33,39 @@ fn unavailable(e: sqlx::Error) -> Problem {
     Problem::unavailable("The inventory database is unavailable; retry later.")
 }
 
+/// The inventory's OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "OMS inventory",
+        description = "Stock per product: what is available, reserved and sold. The saga reserves \
+                       and releases it; admins set what is available."
+    ),
+    paths(list, one, set, availability),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "inventory", description = "Stock levels"))
+)]
+pub struct InventoryDoc;
+
 pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
+    use utoipa::OpenApi as _;
     let routes = Router::new()
         .route("/api/inventory", get(list))
         .route("/api/inventory/availability", post(availability))
-        .route("/api/inventory/{product_id}", get(one).put(set));
+        .route("/api/inventory/{product_id}", get(one).put(set))
+        .merge(oms_saga::docs::routes(InventoryDoc::openapi()));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
+/// Every product's stock.
+#[utoipa::path(get, path = "/api/inventory", tag = "inventory",
+    responses(
+        (status = 200, description = "Stock per product", body = Vec<Stock>),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list(State(state): AppStateRef) -> Result<Json<Vec<Stock>>, Problem> {
     stock::list(&state.pool)
         .await
@@ -60,6 +86,16 @@ fn product(product_id: &str) -> Result<&str, Problem> {
     }
 }
 
+/// One product's stock.
+#[utoipa::path(get, path = "/api/inventory/{product_id}", tag = "inventory",
+    params(("product_id" = String, Path, description = "1 to 64 letters, digits, '-', '_' or '.'")),
+    responses(
+        (status = 200, description = "Its stock", body = Stock),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a product id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn one(
     State(state): AppStateRef,
     Path(product_id): Path<String>,
@@ -72,12 +108,24 @@ async fn one(
         .ok_or_else(|| Problem::not_found(format!("No product {product_id}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetStock {
     available: u32,
 }
 
+/// Sets how many of a product are available (admins only); reserved and sold stay.
+#[utoipa::path(put, path = "/api/inventory/{product_id}", tag = "inventory",
+    params(("product_id" = String, Path, description = "1 to 64 letters, digits, '-', '_' or '.'")),
+    request_body = SetStock,
+    responses(
+        (status = 200, description = "Its stock now", body = Stock),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a product id, or a bad count", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn set(
     State(state): AppStateRef,
     caller: Caller,
@@ -92,20 +140,20 @@ async fn set(
         .map_err(unavailable)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Wanted {
     product_id: String,
     quantity: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AvailabilityRequest {
     items: Vec<Wanted>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AvailabilityAnswer {
     available: bool,
     /// The lines that cannot be served right now.
@@ -113,6 +161,15 @@ struct AvailabilityAnswer {
 }
 
 /// Whether the lines could be reserved right now. Only a hint: the saga decides.
+#[utoipa::path(post, path = "/api/inventory/availability", tag = "inventory",
+    request_body = AvailabilityRequest,
+    responses(
+        (status = 200, description = "Whether every line can be served, and which cannot", body = AvailabilityAnswer),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a product id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn availability(
     State(state): AppStateRef,
     Json(request): Json<AvailabilityRequest>,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::{Router, extract::State, routing::get};
 use oms_saga::{
+    docs::BearerAuth,
     identity::Caller,
     page::{self, Page},
     problem::{Json, Problem, Query},
@@ -21,21 +22,53 @@ pub struct AppState {
 
 type AppStateRef = State<Arc<AppState>>;
 
+/// The notification service's OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "OMS notifications",
+        description = "What customers were told about their orders, and whether it went out."
+    ),
+    paths(list),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "notifications", description = "Customers' notifications"))
+)]
+pub struct NotificationsDoc;
+
 pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace::Tracer) -> Router {
-    let routes = Router::new().route("/api/notifications", get(list));
+    use utoipa::OpenApi as _;
+    let routes = Router::new()
+        .route("/api/notifications", get(list))
+        .merge(oms_saga::docs::routes(NotificationsDoc::openapi()));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// An admin's filter; a customer sees only their own.
     customer_id: Option<Uuid>,
+    /// Only those about this order.
     order_id: Option<Uuid>,
     /// Notifications older than this one (ids are time-ordered).
     after: Option<Uuid>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
+/// Notifications, newest first, in keyset pages.
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of notifications", body = Page<Notification>),
+        (status = 400, description = "A bad filter or page size", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another customer's notifications", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list(
     State(state): AppStateRef,
     caller: Caller,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::config::SendingConfig;
 
 /// A notification as stored, sent and listed.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: Uuid,
