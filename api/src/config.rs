@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub trace: oms_saga::trace::TraceConfig,
     /// Larger bodies get 413 before they are parsed.
     pub max_body_bytes: usize,
+    /// The saga timeline's consumer.
+    pub timeline: crate::timeline::TimelineConfig,
     /// How often orders per status and saga outcomes are counted for `/metrics`.
     #[serde(with = "humantime_serde")]
     pub stats_interval: std::time::Duration,
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
             log: LogConfig::default(),
             trace: Default::default(),
             max_body_bytes: 64 * 1024,
+            timeline: Default::default(),
             stats_interval: std::time::Duration::from_secs(10),
         }
     }

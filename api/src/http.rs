@@ -7,7 +7,7 @@ use axum::{
     Router,
     extract::{FromRequestParts, State},
     http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
-    response::{IntoResponse, Response},
+    response::{IntoResponse, Response, sse},
     routing::{get, post, put},
 };
 use oms_saga::{
@@ -26,7 +26,9 @@ use crate::{
     domain::{self, NewOrder, OrderStatus, PlaceOrder},
     error::{Error, Result},
     store::{IdempotencyKey, ListQuery, Order, Origin, Store},
+    timeline,
 };
+use futures::StreamExt as _;
 
 /// Who made the request and in which trace, for the events it causes.
 #[derive(Debug)]
@@ -59,6 +61,8 @@ pub struct AppState {
     pub availability: Availability,
     /// What `/health/ready` checks: the database and the broker.
     pub ready: oms_saga::server::Readiness,
+    /// How often a live event stream looks for new events.
+    pub timeline_poll: std::time::Duration,
 }
 
 /// The order API's OpenAPI document.
@@ -69,7 +73,15 @@ pub struct AppState {
         description = "Places orders, serves them, and moves them through their states. Reached \
                        through the gateway, which checks the caller's token."
     ),
-    paths(place_order, list_orders, get_order, change_status, cancel_order),
+    paths(
+        place_order,
+        list_orders,
+        get_order,
+        change_status,
+        cancel_order,
+        order_timeline,
+        saga_events
+    ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -83,6 +95,8 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
     let routes = Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/timeline", get(order_timeline))
+        .route("/api/orders/events", get(saga_events))
         .route("/api/orders/{id}/status", put(change_status))
         .route("/api/orders/{id}/cancel", post(cancel_order))
         .route("/health/ready", get(ready))
@@ -244,6 +258,80 @@ async fn get_order(
     } else {
         Err(Error::NotFound(id))
     }
+}
+
+/// Every event of the order's saga, from every topic, in the order they happened.
+#[utoipa::path(get, path = "/api/orders/{id}/timeline", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The saga's events, compensations marked", body = Vec<timeline::Entry>),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn order_timeline(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Vec<timeline::Entry>>> {
+    let order = state.store.get(id).await?.ok_or(Error::NotFound(id))?;
+    if !caller.may_see(order.customer_id) {
+        return Err(Error::NotFound(id));
+    }
+    Ok(Json(timeline::of_order(state.store.pool(), id).await?))
+}
+
+/// The saga events of every order as they are recorded, as server-sent events (`event: saga`,
+/// `id`: the entry's `seq`), for admins. A client that reconnects with `Last-Event-ID` resumes
+/// after that event; a new one starts with what comes next.
+#[utoipa::path(get, path = "/api/orders/events", tag = "orders",
+    params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "A `text/event-stream` of timeline entries", content_type = "text/event-stream", body = timeline::Entry),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn saga_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response> {
+    caller
+        .require_admin()
+        .map_err(|_| Error::Forbidden("The event stream is for admins"))?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let start = match resume {
+        Some(seq) => seq,
+        None => timeline::last_seq(state.store.pool()).await?,
+    };
+    let batches = futures::stream::unfold(start, move |last| {
+        let state = state.clone();
+        async move {
+            loop {
+                match timeline::after(state.store.pool(), last, 100).await {
+                    Ok(entries) if !entries.is_empty() => {
+                        let last = entries.last().map_or(last, |e| e.seq);
+                        return Some((futures::stream::iter(entries), last));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the timeline failed; retrying"),
+                }
+                tokio::time::sleep(state.timeline_poll).await;
+            }
+        }
+    });
+    let events = batches.flatten().map(|entry| {
+        sse::Event::default()
+            .event("saga")
+            .id(entry.seq.to_string())
+            .json_data(&entry)
+    });
+    Ok(sse::Sse::new(events)
+        .keep_alive(sse::KeepAlive::default())
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -9,6 +9,7 @@
 //! - [`availability`]: the inventory check before accepting an order, behind a circuit breaker.
 //! - [`http`]: the routes.
 //! - [`stats`]: orders per status and saga outcomes, for Prometheus.
+//! - [`timeline`]: every event of each order's saga, read from every topic.
 
 pub mod availability;
 pub mod cache;
@@ -18,12 +19,14 @@ mod error;
 pub mod http;
 pub mod stats;
 pub mod store;
+pub mod timeline;
 
 use std::{future::Future, sync::Arc};
 
 use oms_saga::{
     avro::{self, AvroCodec},
     bus::{self, TopicSpec},
+    consumer::Consumer,
     event::{Event, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox::Relay,
 };
@@ -43,9 +46,10 @@ pub const EVENT_TYPES: [&str; 3] = [
     OrderCancelled::TYPE,
 ];
 
-/// Registers the service's schemas, then serves the API on `listener` and runs the outbox relay
-/// until `shutdown` resolves; then stops accepting, drains in-flight requests, and stops the
-/// relay. A schema the registry refuses stops the service before it serves anything.
+/// Registers the service's schemas, then serves the API on `listener` and runs the outbox relay,
+/// the order counts and the timeline's consumer until `shutdown` resolves; then stops accepting,
+/// drains in-flight requests, and stops them. A schema the registry refuses stops the service
+/// before it serves anything.
 pub async fn run(
     config: ApiConfig,
     listener: TcpListener,
@@ -56,44 +60,65 @@ pub async fn run(
     let bus = bus::connect(&config.bus)?;
     let cache = cache::OrderCache::new(&config.cache)
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
-    let store = store::Store::new(pool.clone(), config.topics.orders.clone());
-    let ready_pool = pool.clone();
     avro::register(&config.bus.registry, &config.topics.orders, &EVENT_TYPES).await?;
     let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
 
-    let stop_relay = CancellationToken::new();
-    let relay = Relay::new(pool, bus.clone(), codec, config.relay.clone())
-        .traced(tracer.clone())
-        .ensuring(vec![TopicSpec::new(
-            &config.topics.orders,
-            config.topics.partitions,
-        )]);
-    let relay = tokio::spawn(relay.run(stop_relay.clone().cancelled_owned()));
-    let stats = Arc::new(stats::OrderStats {
-        pool: store.pool().clone(),
+    // In the background until shutdown: the relay, the order counts, the timeline's consumer.
+    let stop = CancellationToken::new();
+    let relay = Relay::new(
+        pool.clone(),
+        bus.clone(),
+        codec.clone(),
+        config.relay.clone(),
+    )
+    .traced(tracer.clone())
+    .ensuring(vec![TopicSpec::new(
+        &config.topics.orders,
+        config.topics.partitions,
+    )]);
+    let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    let stats = stats::OrderStats {
+        pool: pool.clone(),
         interval: config.stats_interval,
-    });
+    };
     let stats = tokio::spawn(oms_saga::schedule::run(
-        stats,
-        stop_relay.clone().cancelled_owned(),
+        Arc::new(stats),
+        stop.clone().cancelled_owned(),
     ));
+    let timeline = config.timeline.enabled.then(|| {
+        let recorder = Consumer::new(
+            pool.clone(),
+            bus.clone(),
+            codec,
+            timeline::Recorder,
+            config.timeline.consumer.clone(),
+        )
+        .traced(tracer.clone());
+        tokio::spawn(recorder.run(stop.clone().cancelled_owned()))
+    });
 
     let availability = availability::Availability::new(&config.availability)
         .map_err(|e| oms_saga::Error::Config(format!("availability: {e}")))?;
     let state = Arc::new(http::AppState {
-        store,
+        store: store::Store::new(pool.clone(), config.topics.orders.clone()),
         cache,
         availability,
-        ready: oms_saga::server::Readiness::database(ready_pool)
+        ready: oms_saga::server::Readiness::database(pool)
             .bus(bus)
             .registry(config.bus.registry.url.clone()),
+        timeline_poll: config.timeline.poll_interval,
     });
     let router = http::app(state, config.max_body_bytes, tracer);
     tracing::info!(addr = %listener.local_addr().map_err(oms_saga::Error::Serve)?, "order API listening");
     let served = oms_saga::server::serve(listener, router, shutdown).await;
-    stop_relay.cancel();
+    stop.cancel();
     let _ = relay.await;
     let _ = stats.await;
+    if let Some(timeline) = timeline
+        && let Ok(Err(e)) = timeline.await
+    {
+        tracing::error!(error = %e, "the timeline consumer stopped");
+    }
     Ok(served?)
 }
 

@@ -40,6 +40,10 @@ impl TestApi {
         // No inventory unless the test brings one (the usual port may be a running stack's).
         config.availability.inventory_url = None;
         config.trace = oms_saga::testing::trace_config();
+        // Its own saga's timeline only, unless the test adds the other services' topics.
+        config.timeline.consumer.group = testing::unique("timeline");
+        config.timeline.consumer.topics = vec![config.topics.orders.clone()];
+        config.timeline.poll_interval = std::time::Duration::from_millis(100);
         customise(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -50,6 +50,12 @@ pub fn is_traceparent(text: &str) -> bool {
 /// order's events stay in order.
 pub const ORDERS_TOPIC: &str = "orders";
 
+/// The topic the inventory writes its answers to.
+pub const INVENTORY_TOPIC: &str = "inventory";
+
+/// The topic the notification service writes what it sent to.
+pub const NOTIFICATIONS_TOPIC: &str = "notifications";
+
 /// A typed event payload.
 pub trait Event: Serialize + DeserializeOwned {
     /// The name in the `event-type` header.
@@ -276,6 +282,30 @@ impl Codec for JsonCodec {
     ) -> std::result::Result<serde_json::Value, DecodeError> {
         serde_json::from_slice(bytes).map_err(|e| DecodeError::poison(e.to_string()))
     }
+}
+
+/// The service that writes events of `event_type`: each type has one owner.
+pub fn producer_of(event_type: &str) -> &'static str {
+    match event_type {
+        OrderPlaced::TYPE | OrderStatusChanged::TYPE | OrderCancelled::TYPE => "orders",
+        StockReserved::TYPE | StockRejected::TYPE | StockReleased::TYPE => "inventory",
+        NotificationSent::TYPE => "notifications",
+        _ => "unknown",
+    }
+}
+
+/// Whether an event undoes an earlier step of its saga: a cancelled order (released, and
+/// refunded if paid) and the stock released for it.
+pub fn is_compensation(event_type: &str) -> bool {
+    matches!(event_type, OrderCancelled::TYPE | StockReleased::TYPE)
+}
+
+/// The trace id in a W3C `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    traceparent
+        .split('-')
+        .nth(1)
+        .filter(|_| is_traceparent(traceparent))
 }
 
 /// Why the saga itself cancels an order; an admin's cancellation gives a reason of its own.

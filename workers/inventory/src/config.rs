@@ -8,8 +8,7 @@ use oms_saga::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The topic the inventory writes its answers to.
-pub const INVENTORY_TOPIC: &str = "inventory";
+pub use oms_saga::event::INVENTORY_TOPIC;
 
 /// The inventory service's settings: the `[inventory]` section, or `OMS_INVENTORY__*`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

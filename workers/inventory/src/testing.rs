@@ -21,20 +21,21 @@ impl TestInventory {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        Self::spawn_on(listener, bus, orders_topic).await
+        Self::spawn_on(listener, bus, orders_topic, testing::unique("inventory")).await
     }
 
-    /// The same, serving on `listener`.
+    /// The same, serving on `listener` and writing to `topic`.
     pub async fn spawn_on(
         listener: tokio::net::TcpListener,
         bus: BusConfig,
         orders_topic: &str,
+        topic: String,
     ) -> Self {
         let db = testing::database(&crate::MIGRATOR).await;
         let mut config = InventoryConfig::default();
         config.database.url = oms_saga::config::Secret::new(db.url.clone());
         config.bus = bus;
-        config.topic = testing::unique("inventory");
+        config.topic = topic;
         config.partitions = 3;
         config.consumer.group = testing::unique("inventory");
         config.consumer.topics = vec![orders_topic.to_owned()];

@@ -8,8 +8,7 @@ use oms_saga::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The topic the service writes NotificationSent to.
-pub const NOTIFICATIONS_TOPIC: &str = "notifications";
+pub use oms_saga::event::NOTIFICATIONS_TOPIC;
 
 /// The notification service's settings: the `[notifications]` section, or
 /// `OMS_NOTIFICATIONS__*`.

@@ -60,11 +60,16 @@ pub struct TestNotifications {
 impl TestNotifications {
     /// A notification service on `bus` (whose registry must be up) reacting to `orders_topic`.
     pub async fn spawn(bus: BusConfig, orders_topic: &str) -> Self {
+        Self::spawn_writing(bus, orders_topic, testing::unique("notifications")).await
+    }
+
+    /// The same, writing to `topic`.
+    pub async fn spawn_writing(bus: BusConfig, orders_topic: &str, topic: String) -> Self {
         let db = testing::database(&crate::MIGRATOR).await;
         let mut config = NotificationsConfig::default();
         config.database.url = oms_saga::config::Secret::new(db.url.clone());
         config.bus = bus;
-        config.topic = testing::unique("notifications");
+        config.topic = topic;
         config.partitions = 3;
         config.consumer.group = testing::unique("notifications");
         config.consumer.topics = vec![orders_topic.to_owned()];

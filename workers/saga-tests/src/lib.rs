@@ -48,8 +48,16 @@ impl Stack {
             .await
             .expect("bind");
         let inventory_url = format!("http://{}", inventory_listener.local_addr().expect("addr"));
+        // The order service's timeline reads every service's topic, so it names them first.
+        let inventory_topic = testing::unique("inventory");
+        let notifications_topic = testing::unique("notifications");
         let api = TestApi::spawn_with(bus, |config| {
             config.availability.inventory_url = Some(inventory_url);
+            config
+                .timeline
+                .consumer
+                .topics
+                .extend([inventory_topic.clone(), notifications_topic.clone()]);
             api(config);
         })
         .await;
@@ -57,11 +65,16 @@ impl Stack {
             inventory_listener,
             api.config.bus.clone(),
             &api.config.topics.orders,
+            inventory_topic,
         )
         .await;
         let status = TestStatus::spawn(&api.config, &inventory.config.topic, status).await;
-        let notifications =
-            TestNotifications::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
+        let notifications = TestNotifications::spawn_writing(
+            api.config.bus.clone(),
+            &api.config.topics.orders,
+            notifications_topic,
+        )
+        .await;
         let upstream = |url: String| RouteConfig::Upstream(url);
         let gateway = TestGateway::spawn(BTreeMap::from([
             ("/api/orders".into(), upstream(api.url(""))),
@@ -89,6 +102,16 @@ impl Stack {
     /// A customer: her orders are hers alone.
     pub fn alice(&self) -> Uuid {
         self.gateway.alice
+    }
+
+    /// The admin's bearer token, for requests the helpers do not make.
+    pub fn admin_token(&self) -> &str {
+        &self.admin
+    }
+
+    /// Alice's bearer token.
+    pub fn alice_token(&self) -> &str {
+        &self.alice
     }
 
     async fn call(
