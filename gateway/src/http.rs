@@ -63,6 +63,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
         .route("/api/{*rest}", any(forward))
         .route("/health/ready", get(ready))
         .route(oms_saga::docs::SPEC_PATH, get(spec))
+        .merge(crate::console::routes())
         .merge(
             utoipa_swagger_ui::SwaggerUi::new(oms_saga::docs::UI_PATH)
                 .config(utoipa_swagger_ui::Config::from(oms_saga::docs::SPEC_PATH)),

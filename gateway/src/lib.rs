@@ -8,9 +8,11 @@
 //! - [`proxy`]: forwarding, with bounded waits.
 //! - [`http`]: the routes.
 //! - [`docs`]: the OpenAPI document of everything it routes, and Swagger UI.
+//! - [`console`]: the admin console page.
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod docs;
 pub mod http;
 pub mod policy;

@@ -9,6 +9,8 @@ pub fn requires_admin(method: &Method, path: &str) -> bool {
     match segments.as_slice() {
         ["", "api", "orders", _, "status"] => method == Method::PUT,
         ["", "api", "orders", _, "cancel"] => method == Method::POST,
+        // Every saga's events, live.
+        ["", "api", "orders", "events"] => true,
         ["", "api", "inventory", product] => method == Method::PUT && *product != "availability",
         // Anyone logged in may browse schemas (and look one up, or test compatibility); changing
         // the registry (registering, config, deleting) is for admins.
@@ -26,6 +28,8 @@ mod tests {
     fn status_changes_and_cancellations_are_for_admins() {
         assert!(requires_admin(&Method::PUT, "/api/orders/1/status"));
         assert!(requires_admin(&Method::POST, "/api/orders/1/cancel/"));
+        assert!(requires_admin(&Method::GET, "/api/orders/events"));
+        assert!(!requires_admin(&Method::GET, "/api/orders/1/timeline"));
     }
 
     #[test]

@@ -8,7 +8,10 @@ pub mod zipkin;
 use std::{collections::BTreeMap, time::Duration};
 
 use oms_api::{ApiConfig, testing::TestApi};
-use oms_gateway::{config::RouteConfig, testing::TestGateway};
+use oms_gateway::{
+    config::{Route, RouteConfig},
+    testing::TestGateway,
+};
 use oms_inventory::testing::TestInventory;
 use oms_notifications::testing::TestNotifications;
 use oms_saga::testing;
@@ -80,6 +83,14 @@ impl Stack {
             ("/api/orders".into(), upstream(api.url(""))),
             ("/api/inventory".into(), upstream(inventory.url(""))),
             ("/api/notifications".into(), upstream(notifications.url(""))),
+            (
+                "/api/schemas".into(),
+                RouteConfig::Route(Route {
+                    upstream: api.registry.url(),
+                    strip_prefix: true,
+                    health_path: Route::default_health_path(),
+                }),
+            ),
         ]))
         .await;
         let admin = gateway.login("admin").await;
