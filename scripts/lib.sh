@@ -8,7 +8,7 @@ set -euo pipefail
 
 OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OMS_STATE_DIR="${OMS_STATE_DIR:-$OMS_ROOT/.oms}"
-OMS_TOOLS_DIR="${OMS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/oms}"
+export OMS_TOOLS_DIR="${OMS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/oms}"
 # The bus the services run on: kafka (the default) or nats (JetStream).
 OMS_BUS="${OMS_BUS:-kafka}"
 OMS_KAFKA_PORT="${OMS_KAFKA_PORT:-9092}"

@@ -249,17 +249,22 @@ impl Process {
     }
 }
 
-/// The tansu broker binary that scripts/test installs.
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("OMS_TANSU_BIN") {
-        return path.into();
+/// Where scripts/test installs the tools the tests use: `OMS_TOOLS_DIR`, or `~/.cache/oms`.
+pub fn tools_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("OMS_TOOLS_DIR") {
+        return dir.into();
     }
     let cache = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
         });
-    cache.join("oms/bin/tansu")
+    cache.join("oms")
+}
+
+/// The tansu broker binary that scripts/test installs.
+pub fn tansu_bin() -> PathBuf {
+    std::env::var("OMS_TANSU_BIN").map_or_else(|_| tools_dir().join("bin/tansu"), PathBuf::from)
 }
 
 /// A broker of the test's own, of the tests' bus, for tests that pause or kill it; with the

@@ -140,13 +140,7 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
 /// Schemathesis, from PyPI: `scripts/test` installs it.
 fn schemathesis() -> PathBuf {
     let path = std::env::var("OMS_SCHEMATHESIS").map_or_else(
-        |_| {
-            let cache = std::env::var("XDG_CACHE_HOME").map_or_else(
-                |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"),
-                PathBuf::from,
-            );
-            cache.join("oms/schemathesis/bin/st")
-        },
+        |_| oms_saga::testing::tools_dir().join("schemathesis/bin/st"),
         PathBuf::from,
     );
     assert!(

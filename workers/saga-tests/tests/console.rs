@@ -8,22 +8,9 @@ use std::{path::PathBuf, process::Command};
 use oms_saga_tests::Stack;
 use serde_json::Value;
 
-fn tools_dir() -> PathBuf {
-    std::env::var("OMS_TOOLS_DIR").map_or_else(
-        |_| {
-            let cache = std::env::var("XDG_CACHE_HOME").map_or_else(
-                |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"),
-                PathBuf::from,
-            );
-            cache.join("oms")
-        },
-        PathBuf::from,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_places_an_order_in_the_console_and_watches_its_saga() {
-    let browser_dir = tools_dir().join("browser");
+    let browser_dir = oms_saga::testing::tools_dir().join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed under {}; run scripts/test (it installs it)",
