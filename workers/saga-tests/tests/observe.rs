@@ -93,7 +93,7 @@ async fn prometheus_scrapes_every_service_and_sees_the_sagas_end() {
     // The consumers handled the events and report how far behind they are.
     wait_for_value(
         &prometheus,
-        r#"max(sum by (instance) (oms_events_total{type="StockRejected",outcome="handled"}))"#,
+        r#"max(sum by (instance) (oms_events_total{consumer=~"order-status.*",type="StockRejected",outcome="handled"}))"#,
         1.0,
     )
     .await;
