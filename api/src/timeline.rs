@@ -4,7 +4,8 @@
 //! The order service cannot read the other services' databases, and should not: it reads their
 //! topics instead. A consumer of its own ([`Recorder`], group `timeline.group`) records each event
 //! of the configured topics in `saga_events`, through the same inbox as every worker, so a
-//! redelivered event is recorded once. The table is a projection: rewinding the group rebuilds it.
+//! redelivered event is recorded once. The table is a projection: emptied with the group's inbox
+//! rows, a rewind of the group rebuilds it.
 //! The live stream an admin watches reads the same table, so a reconnecting client resumes from
 //! the last event it saw and misses nothing.
 
