@@ -245,7 +245,7 @@ impl<H: Handler> Consumer<H> {
             partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
         let outcome = self
             .settle(delivery, &span.traceparent())
-            .instrument(log.clone())
+            .instrument(log)
             .await;
         span.set("outcome", outcome.as_str());
         if outcome == Outcome::DeadLettered {
