@@ -78,6 +78,13 @@ install_tansu() {
   rm -rf "$tmp"
 }
 
+# drop_databases CONDITION: drops every database whose row in pg_database meets the SQL
+# CONDITION (on `datname`), closing its connections first.
+drop_databases() {
+  psql "$OMS_POSTGRES_URL/postgres" -tAc "SELECT datname FROM pg_database WHERE $1" \
+    | while read -r db; do psql "$OMS_POSTGRES_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+}
+
 # install_schemathesis: the API fuzzer the tests run against the services' OpenAPI documents,
 # in a virtualenv of its own under ~/.cache/oms.
 install_schemathesis() {

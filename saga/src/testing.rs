@@ -106,9 +106,9 @@ fn bus_config_at(kind: BusKind, address: &str) -> BusConfig {
             url: Secret::new(address),
             ack_wait: Duration::from_secs(3),
             group_retention: Duration::from_secs(3600),
-            // JetStream reserves each stream's limit on disk: a suite's hundreds of small
-            // streams must not claim a gigabyte each.
-            max_bytes: 64 << 20,
+            // JetStream reserves each stream's limit against the disk's free space: a suite's
+            // hundreds of small streams must not claim gigabytes between them.
+            max_bytes: 16 << 20,
             ..NatsConfig::default()
         },
         ..BusConfig::default()
