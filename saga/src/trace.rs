@@ -29,9 +29,9 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{
     Resource,
+    export::trace::{SpanData, SpanExporter},
     propagation::TraceContextPropagator,
-    runtime,
-    trace::{BatchConfigBuilder, BatchSpanProcessor, TracerProvider},
+    trace::{SpanProcessor, TracerProvider},
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,26 +57,67 @@ impl Default for TraceConfig {
     }
 }
 
-/// A service's tracer. Cheap to clone; the last clone dropped flushes what is left.
+/// Hands finished spans to a task that sends them in batches. The SDK's own batch processor
+/// blocks the thread that flushes or shuts it down until its task answers, which on a runtime
+/// thread can wait forever; this one never blocks: a span that finds the queue full is dropped,
+/// and when the last tracer goes the task sends what is left and ends.
+#[derive(Debug)]
+struct Exporting {
+    queue: tokio::sync::mpsc::Sender<SpanData>,
+}
+
+/// Finished spans waiting to be sent, at most; beyond, they are dropped.
+const EXPORT_QUEUE: usize = 4096;
+
+/// Spans sent in one request, at most.
+const EXPORT_BATCH: usize = 512;
+
+impl Exporting {
+    fn start(mut exporter: impl SpanExporter + 'static, delay: Duration) -> Self {
+        let (queue, mut finished) = tokio::sync::mpsc::channel(EXPORT_QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            loop {
+                let open = finished.recv_many(&mut batch, EXPORT_BATCH).await > 0;
+                if !batch.is_empty()
+                    && let Err(e) = exporter.export(std::mem::take(&mut batch)).await
+                {
+                    tracing::debug!(error = %e, "exporting spans failed");
+                }
+                if !open {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        });
+        Self { queue }
+    }
+}
+
+impl SpanProcessor for Exporting {
+    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let _ = self.queue.try_send(span);
+    }
+
+    fn force_flush(&self) -> opentelemetry::trace::TraceResult<()> {
+        Ok(())
+    }
+
+    fn shutdown(&self) -> opentelemetry::trace::TraceResult<()> {
+        Ok(())
+    }
+}
+
+/// A service's tracer. Cheap to clone.
 #[derive(Clone)]
 pub struct Tracer(Arc<Inner>);
 
 struct Inner {
     service: Cow<'static, str>,
-    /// Taken when dropped; see [`Inner::drop`].
-    sdk: Option<(TracerProvider, opentelemetry_sdk::trace::Tracer)>,
-}
-
-impl Drop for Inner {
-    /// Shutting a provider down flushes its batch by blocking until the export task answers.
-    /// On a runtime thread that could be the very thread the task waits for, and on the
-    /// runtime's blocking pool it would hold up the runtime's own shutdown, which waits for that
-    /// pool; so it happens on a thread of its own, which ends when the task answers or is gone.
-    fn drop(&mut self) {
-        if let Some(sdk) = self.sdk.take() {
-            std::thread::spawn(move || drop(sdk));
-        }
-    }
+    /// Holds its provider, and with it the exporting task's queue, for as long as it lives.
+    tracer: opentelemetry_sdk::trace::Tracer,
 }
 
 impl fmt::Debug for Tracer {
@@ -100,21 +141,12 @@ impl Tracer {
                 .with_collector_endpoint(endpoint)
                 .init_exporter()
                 .map_err(|e| Error::Config(format!("trace.zipkin_endpoint: {e}")))?;
-            let batches = BatchConfigBuilder::default()
-                .with_scheduled_delay(config.export_delay)
-                .build();
-            provider = provider.with_span_processor(
-                BatchSpanProcessor::builder(exporter, runtime::Tokio)
-                    .with_batch_config(batches)
-                    .build(),
-            );
+            provider =
+                provider.with_span_processor(Exporting::start(exporter, config.export_delay));
         }
         let provider = provider.build();
         let tracer = provider.tracer(service.clone());
-        Ok(Self(Arc::new(Inner {
-            service,
-            sdk: Some((provider, tracer)),
-        })))
+        Ok(Self(Arc::new(Inner { service, tracer })))
     }
 
     /// A tracer that exports nothing: for tools and tests that do not look at traces.
@@ -125,10 +157,6 @@ impl Tracer {
     /// The service the spans belong to.
     pub fn service(&self) -> &str {
         &self.0.service
-    }
-
-    fn sdk(&self) -> &(TracerProvider, opentelemetry_sdk::trace::Tracer) {
-        self.0.sdk.as_ref().expect("taken only when dropped")
     }
 
     /// Starts a span whose parent is described by `headers` (`traceparent`, or B3); a new trace
@@ -167,22 +195,13 @@ impl Tracer {
         kind: SpanKind,
         parent: &Context,
     ) -> Span {
-        let (_, tracer) = self.sdk();
+        let tracer = &self.0.tracer;
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
             .start_with_context(tracer, parent);
         let context = span.span_context().clone();
         Span { span, context }
-    }
-
-    /// Sends what has finished and not yet gone out.
-    pub fn flush(&self) {
-        for result in self.sdk().0.force_flush() {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "exporting spans failed");
-            }
-        }
     }
 }
 
