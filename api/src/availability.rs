@@ -246,7 +246,7 @@ impl Availability {
         let answer = async {
             let mut request = self.http.post(url);
             if let Some(traceparent) = traceparent {
-                request = request.header("traceparent", traceparent);
+                request = request.header(oms_saga::event::header::TRACEPARENT, traceparent);
             }
             let response = request
                 .json(&serde_json::json!({ "items": wanted }))

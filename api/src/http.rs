@@ -47,7 +47,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
         };
         Ok(RequestOrigin(Origin {
             actor: header(SUBJECT_HEADER),
-            traceparent: header("traceparent"),
+            traceparent: header(oms_saga::event::header::TRACEPARENT),
             cause: None,
         }))
     }

@@ -115,7 +115,9 @@ async fn traced(State(tracer): State<Tracer>, mut request: Request, next: Next) 
     span.set("http.method", method.to_string());
     span.set("http.route", route.clone());
     if let Ok(value) = HeaderValue::from_str(&span.traceparent()) {
-        request.headers_mut().insert("traceparent", value);
+        request
+            .headers_mut()
+            .insert(crate::event::header::TRACEPARENT, value);
     }
     let log = tracing::info_span!("request", %method, path = %request.uri().path(),
         request_id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()),

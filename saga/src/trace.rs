@@ -35,7 +35,7 @@ use opentelemetry_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Result, event::header::TRACEPARENT};
 
 /// Where spans go.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,8 +204,6 @@ impl Tracer {
         Span { span, context }
     }
 }
-
-const TRACEPARENT: &str = "traceparent";
 
 /// W3C trace context first, then B3: the first that finds a parent wins, and W3C is tried last
 /// so that it wins when a caller sends both.
