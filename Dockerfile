@@ -13,4 +13,6 @@ COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway \
      /src/target/release/oms-status /src/target/release/oms-notifications \
      /src/target/release/oms /usr/local/bin/
 COPY scripts/demo-config /usr/local/bin/demo-config
+# Where the gateway keeps its signing key (a volume in docker-compose.yml).
+RUN mkdir -p /var/lib/oms && chown nobody /var/lib/oms
 USER nobody

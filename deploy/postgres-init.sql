@@ -2,3 +2,4 @@
 CREATE DATABASE oms_orders;
 CREATE DATABASE oms_inventory;
 CREATE DATABASE oms_notifications;
+CREATE DATABASE oms_gateway;

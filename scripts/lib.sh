@@ -221,6 +221,16 @@ start_process() {
   echo $! >"$OMS_STATE_DIR/pids/$name.pid"
 }
 
+# stop_stack: stops the OMS services start_process started (every order API instance too).
+stop_stack() {
+  local name pidfile
+  for name in gateway notifications status inventory; do stop_process "$name"; done
+  for pidfile in "$OMS_STATE_DIR"/pids/api-*.pid; do
+    [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)"
+  done
+  for name in api registry; do stop_process "$name"; done
+}
+
 is_running() {
   local pidfile="$OMS_STATE_DIR/pids/$1.pid"
   [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null

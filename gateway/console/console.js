@@ -1,17 +1,50 @@
 // The OMS console: an admin's view of orders, their sagas, stock, schemas and live events.
-// Plain DOM, no build step. Everything goes through the gateway's API with the token from
-// POST /auth/login, kept for this tab only. Text from the API is set as text, never as HTML.
+// Plain DOM, no build step. Everything goes through the gateway's API with the session's tokens
+// from POST /auth/login, kept for this tab only: a short-lived access token, renewed with the
+// refresh token when it expires. Text from the API is set as text, never as HTML.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { token: sessionStorage.getItem("oms-token"), after: null, open: null, lastSeq: null };
+const state = {
+  token: sessionStorage.getItem("oms-token"),
+  refresh: sessionStorage.getItem("oms-refresh"),
+  after: null, open: null, lastSeq: null,
+};
+
+function keep(tokens) {
+  state.token = tokens.access_token;
+  state.refresh = tokens.refresh_token;
+  sessionStorage.setItem("oms-token", state.token);
+  sessionStorage.setItem("oms-refresh", state.refresh);
+}
+
+// Trades the refresh token for the next pair; false once the session is over.
+async function renew() {
+  if (!state.refresh) return false;
+  const response = await fetch("/auth/refresh", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ refresh_token: state.refresh }),
+  });
+  if (!response.ok) return false;
+  keep(await response.json());
+  return true;
+}
+
+// fetch with the access token, renewed once if it has expired.
+async function authorized(path, options = {}) {
+  const send = () => fetch(path, { ...options, headers: { ...options.headers, authorization: `Bearer ${state.token}` } });
+  let response = await send();
+  if (response.status === 401 && await renew()) response = await send();
+  if (response.status === 401) forget();
+  return response;
+}
 
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${state.token}` };
+  const headers = {};
   if (body !== undefined) headers["content-type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await authorized(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await response.json().catch(() => null);
-  if (response.status === 401) logout();
   if (!response.ok) {
     const why = data && (data.detail || data.title || data.message);
     throw new Error(`${response.status} ${why || response.statusText}`);
@@ -68,10 +101,19 @@ function showApp() {
   watchLive();
 }
 
-function logout() {
+// Drops the tokens of this tab.
+function forget() {
   sessionStorage.removeItem("oms-token");
+  sessionStorage.removeItem("oms-refresh");
   state.token = null;
+  state.refresh = null;
   location.reload();
+}
+
+// Ends the session at the gateway, so that its tokens stop working everywhere.
+async function logout() {
+  await fetch("/auth/logout", { method: "POST", headers: { authorization: `Bearer ${state.token}` } }).catch(() => null);
+  forget();
 }
 
 $("#login-form").addEventListener("submit", async (event) => {
@@ -86,8 +128,7 @@ $("#login-form").addEventListener("submit", async (event) => {
     $("#login-error").textContent = "Invalid username or password.";
     return;
   }
-  state.token = (await response.json()).access_token;
-  sessionStorage.setItem("oms-token", state.token);
+  keep(await response.json());
   showApp();
 });
 $("#logout").addEventListener("click", logout);
@@ -225,9 +266,9 @@ async function loadSubjects() {
 async function watchLive() {
   for (;;) {
     try {
-      const headers = { authorization: `Bearer ${state.token}` };
+      const headers = {};
       if (state.lastSeq !== null) headers["last-event-id"] = String(state.lastSeq);
-      const response = await fetch("/api/orders/events", { headers });
+      const response = await authorized("/api/orders/events", { headers });
       if (!response.ok) throw new Error(`${response.status}`);
       $("#live-state").textContent = "live";
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

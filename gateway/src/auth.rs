@@ -1,15 +1,20 @@
 //! Who the caller is: password login against configured users, and the JWTs that carry the
-//! result. Tokens are HS256 only; the algorithm is fixed by the verifier, never taken from the
-//! token, so `alg: none` and algorithm confusion are refused.
+//! result. Tokens are EdDSA only, signed by one of the [`KeyRing`]'s keys and naming it in `kid`.
+//! The algorithm is fixed by the verifier, never taken from the token, so `alg: none` and
+//! algorithm confusion (an HS256 token "signed" with a public key) are refused. Each token names
+//! its session (`sid`), which logout ends.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::{JwtConfig, UserConfig};
+use crate::{
+    config::{JwtConfig, UserConfig},
+    keys::KeyRing,
+};
 
 pub use oms_saga::identity::Role;
 
@@ -24,6 +29,8 @@ pub struct Claims {
     pub aud: String,
     pub iat: u64,
     pub exp: u64,
+    /// The session: a logout ends every token of it.
+    pub sid: Uuid,
 }
 
 /// Why a token was refused; each is a 401.
@@ -35,13 +42,16 @@ pub enum TokenError {
     Expired,
     #[error("the token signature is invalid")]
     BadSignature,
+    #[error("the token names no key of this gateway")]
+    UnknownKey,
+    #[error("the session has ended")]
+    Revoked,
     #[error("the token is malformed or not acceptable")]
     Invalid,
 }
 
 pub struct Tokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: KeyRing,
     validation: Validation,
     config: JwtConfig,
 }
@@ -62,25 +72,37 @@ fn now() -> u64 {
 }
 
 impl Tokens {
-    pub fn new(config: &JwtConfig, secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+    pub fn new(config: &JwtConfig) -> Result<Self, String> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 5;
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+        Ok(Self {
+            keys: KeyRing::load(&config.keys, config.signing_kid.as_deref())?,
             validation,
             config: config.clone(),
-        }
+        })
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn ttl(&self) -> Duration {
         self.config.ttl
     }
 
-    pub fn issue(&self, user: &UserConfig) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn refresh_ttl(&self) -> Duration {
+        self.config.refresh_ttl
+    }
+
+    /// An access token for `user` in session `sid`.
+    pub fn issue(
+        &self,
+        user: &UserConfig,
+        sid: Uuid,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now();
         let claims = Claims {
             sub: user.username.clone(),
@@ -90,12 +112,27 @@ impl Tokens {
             aud: self.config.audience.clone(),
             iat,
             exp: iat + self.config.ttl.as_secs(),
+            sid,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let (kid, key) = self.keys.signing();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, key)
     }
 
+    /// The claims of a token this gateway signed, with a key it still has, that has not expired.
+    /// It does not know whether the session is still open: [`crate::sessions`] does.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.verifying(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -130,6 +167,11 @@ impl Users {
             by_name: Arc::new(by_name),
             decoy: Arc::new(decoy),
         }
+    }
+
+    /// The user of that name, as configured now.
+    pub fn get(&self, username: &str) -> Option<&UserConfig> {
+        self.by_name.get(username)
     }
 
     /// The user, if the password is theirs. Runs the hash on a blocking thread: it is slow on

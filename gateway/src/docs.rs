@@ -9,7 +9,7 @@ use std::time::Duration;
 use oms_saga::docs::{BearerAuth, SPEC_PATH};
 use utoipa::{OpenApi as _, openapi::OpenApi};
 
-use crate::config::Route;
+use crate::proxy::Target;
 
 /// The gateway's own routes.
 #[derive(Debug, utoipa::OpenApi)]
@@ -19,24 +19,37 @@ use crate::config::Route;
         description = "The order-management system, as its gateway serves it. Log in with \
                        POST /auth/login, then send the token as `Authorization: Bearer ...`."
     ),
-    paths(crate::http::login),
+    paths(
+        crate::http::login,
+        crate::http::refresh,
+        crate::http::logout,
+        crate::http::jwks,
+        crate::http::audit_log
+    ),
     modifiers(&BearerAuth),
-    tags((name = "auth", description = "Tokens"))
+    tags(
+        (name = "auth", description = "Sessions and tokens"),
+        (name = "admin", description = "The gateway's own administration")
+    )
 )]
 pub struct GatewayDoc;
 
-/// The combined document for `routes`.
-pub async fn combined(routes: &[(String, Route)]) -> OpenApi {
+/// The combined document for `targets`.
+pub async fn combined(targets: &[Target]) -> OpenApi {
     let mut doc = GatewayDoc::openapi();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap_or_default();
     let mut missing = Vec::new();
-    for (prefix, route) in routes {
-        let url = format!("{}{SPEC_PATH}", route.upstream.trim_end_matches('/'));
+    for target in targets {
+        let prefix = &target.prefix;
+        let Some(instance) = target.pool.pick(&[]) else {
+            continue;
+        };
+        let url = format!("{}{SPEC_PATH}", target.pool.instances()[instance].url);
         match fetch(&client, &url).await {
-            Ok(upstream) => doc.merge(reached(upstream, prefix, route.strip_prefix)),
+            Ok(upstream) => doc.merge(reached(upstream, prefix, target.strip_prefix)),
             Err(e) => {
                 tracing::debug!(%prefix, error = %e, "no OpenAPI document upstream");
                 missing.push(prefix.as_str());

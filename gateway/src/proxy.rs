@@ -1,11 +1,17 @@
-//! Forwarding a checked request to its upstream service.
+//! Forwarding a checked request to one of its route's upstream instances.
 //!
 //! The gateway passes on the request id, the trace context and `X-Forwarded-*`, and tells the
 //! upstream who the caller is in the identity headers, after removing any the client sent. An
 //! upstream that is down (refusing, or not accepting within the connect timeout) answers 502; one
-//! that accepted but does not answer within the upstream timeout answers 504. Neither hangs.
+//! that accepted but does not answer within the route's timeout answers 504. Neither hangs.
+//!
+//! A request is tried on another instance only when that cannot apply it twice: when the
+//! connection was never made (nothing was sent), or when the request is idempotent (GET, HEAD,
+//! OPTIONS, or carrying an `Idempotency-Key`, which the services deduplicate) and the instance
+//! gave no answer or answered 502/503. A timeout is not retried: the first instance may still be
+//! working on it, and retrying would double the wait.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
@@ -17,7 +23,78 @@ use oms_saga::{
     problem::Problem,
 };
 
-use crate::auth::Claims;
+use crate::{auth::Claims, balance::Pool, limits::Limiter};
+
+/// A route: where its requests go, and its own bounds.
+#[derive(Debug)]
+pub struct Target {
+    pub prefix: String,
+    pub pool: Pool,
+    pub strip_prefix: bool,
+    /// The bound on an instance's answer (status and headers).
+    pub timeout: Duration,
+    /// Per caller.
+    pub limiter: Limiter<String>,
+}
+
+impl Target {
+    /// Whether the route serves `path`.
+    pub fn matches(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The URL of `path_and_query` on instance `base`.
+    fn url(&self, base: &str, path_and_query: &str) -> String {
+        if !self.strip_prefix {
+            return format!("{base}{path_and_query}");
+        }
+        let tail = &path_and_query[self.prefix.len()..];
+        if tail.starts_with('/') {
+            format!("{base}{tail}")
+        } else {
+            format!("{base}/{tail}")
+        }
+    }
+}
+
+/// How many instances one request may be tried on.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Why an attempt got no answer.
+enum Failure {
+    /// The connection was never made: nothing was sent.
+    Unreachable,
+    /// Sent, but the exchange broke before an answer.
+    Broken,
+    TimedOut,
+}
+
+impl Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Unreachable => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "The service is unavailable",
+            )
+            .detail("Retry later.")
+            .into_response(),
+            Failure::Broken => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "The service's answer was broken",
+            )
+            .into_response(),
+            Failure::TimedOut => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "The service did not answer in time",
+            )
+            .into_response(),
+        }
+    }
+}
 
 /// Headers that describe one connection, not the message, and so never cross the proxy.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -35,32 +112,46 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub struct Proxy {
     client: reqwest::Client,
     max_body_bytes: usize,
+    /// How long a client may take to send its body.
+    request_timeout: Duration,
 }
 
 impl Proxy {
-    pub fn new(client: reqwest::Client, max_body_bytes: usize) -> Self {
+    pub fn new(client: reqwest::Client, max_body_bytes: usize, request_timeout: Duration) -> Self {
         Self {
             client,
             max_body_bytes,
+            request_timeout,
         }
     }
 
     pub async fn forward(
         &self,
-        url: String,
+        target: &Target,
         request: Request<Body>,
         caller: &Claims,
         client_addr: Option<SocketAddr>,
     ) -> Response {
         let (parts, body) = request.into_parts();
-        let body = match axum::body::to_bytes(body, self.max_body_bytes).await {
-            Ok(bytes) => bytes,
-            Err(e) if is_length_limit(&e) => return Problem::too_large().into_response(),
-            Err(e) => {
+        let read = axum::body::to_bytes(body, self.max_body_bytes);
+        let body = match tokio::time::timeout(self.request_timeout, read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) if is_length_limit(&e) => return Problem::too_large().into_response(),
+            Ok(Err(e)) => {
                 return Problem::bad_request(format!("cannot read the request body: {e}"))
                     .into_response();
             }
+            Err(_) => {
+                return Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "The request body did not arrive in time",
+                )
+                .into_response();
+            }
         };
+        let idempotent = parts.method.is_safe() || parts.headers.contains_key("idempotency-key");
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
         let mut headers = strip_hop_by_hop(parts.headers);
         let host = headers.remove(header::HOST);
@@ -90,52 +181,72 @@ impl Proxy {
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
 
-        let sent = self
-            .client
-            .request(parts.method, &url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => {
-                let status = response.status();
-                let headers = strip_hop_by_hop(response.headers().clone());
-                let mut out = Response::new(Body::from_stream(response.bytes_stream()));
-                *out.status_mut() = status;
-                *out.headers_mut() = headers;
-                out
+        let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
+        let mut failure = Failure::Unreachable;
+        while tried.len() < MAX_ATTEMPTS {
+            let Some(index) = target.pool.pick(&tried) else {
+                break;
+            };
+            tried.push(index);
+            let pool = &target.pool;
+            let instance = &pool.instances()[index];
+            let url = target.url(&instance.url, path_and_query);
+            let _lease = pool.lease(index);
+            let sent = self
+                .client
+                .request(parts.method.clone(), &url)
+                .headers(headers.clone())
+                .body(body.clone())
+                .send();
+            let answer = match tokio::time::timeout(target.timeout, sent).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    pool.report(index, false);
+                    tracing::warn!(%url, error = %e, "no answer from upstream");
+                    // A connect timeout is a dead upstream, not a slow one: test it first.
+                    failure = if e.is_connect() {
+                        Failure::Unreachable
+                    } else if e.is_timeout() {
+                        Failure::TimedOut
+                    } else {
+                        Failure::Broken
+                    };
+                    match failure {
+                        Failure::Unreachable => continue,
+                        Failure::Broken if idempotent => continue,
+                        _ => break,
+                    }
+                }
+                Err(_) => {
+                    pool.report(index, false);
+                    tracing::warn!(%url, timeout = ?target.timeout, "upstream timed out");
+                    failure = Failure::TimedOut;
+                    break;
+                }
+            };
+            let status = answer.status();
+            let unavailable = matches!(
+                status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            );
+            pool.report(index, !unavailable);
+            if unavailable
+                && idempotent
+                && tried.len() < MAX_ATTEMPTS
+                && pool.pick(&tried).is_some()
+            {
+                tracing::warn!(%url, %status, "upstream unavailable; trying another instance");
+                continue;
             }
-            // A connect timeout is a dead upstream, not a slow one: test it first.
-            Err(e) if e.is_connect() => {
-                tracing::warn!(%url, error = %e, "upstream unavailable");
-                Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream-unavailable",
-                    "The service is unavailable",
-                )
-                .detail("Retry later.")
-                .into_response()
-            }
-            Err(e) if e.is_timeout() => {
-                tracing::warn!(%url, error = %e, "upstream timed out");
-                Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream-timeout",
-                    "The service did not answer in time",
-                )
-                .into_response()
-            }
-            Err(e) => {
-                tracing::warn!(%url, error = %e, "upstream exchange failed");
-                Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream-failed",
-                    "The service's answer was broken",
-                )
-                .into_response()
-            }
+            let headers = strip_hop_by_hop(answer.headers().clone());
+            let mut out = Response::new(Body::from_stream(answer.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            return out;
         }
+        failure.into_response()
     }
 }
 

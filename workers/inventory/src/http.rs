@@ -111,7 +111,19 @@ async fn one(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetStock {
+    /// At most 2147483647; what the product has ever taken in must stay within it too.
+    #[schema(maximum = 2147483647)]
     available: u32,
+}
+
+/// A count the stock columns cannot hold.
+fn out_of_range() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        "Stock count out of range",
+    )
+    .detail("available, and all a product has ever taken in, are at most 2147483647")
 }
 
 /// Sets how many of a product are available (admins only); reserved and sold stay.
@@ -134,10 +146,15 @@ async fn set(
 ) -> Result<Json<Stock>, Problem> {
     caller.require_admin()?;
     let product_id = product(&product_id)?;
-    stock::set_available(&state.pool, product_id, body.available)
+    let available = i32::try_from(body.available).map_err(|_| out_of_range())?;
+    stock::set_available(&state.pool, product_id, available)
         .await
         .map(Json)
-        .map_err(unavailable)
+        .map_err(|e| match e.as_database_error().and_then(|d| d.code()) {
+            // numeric_value_out_of_range: `received` would overflow.
+            Some(code) if code == "22003" => out_of_range(),
+            _ => unavailable(e),
+        })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -173,7 +173,7 @@ pub async fn get(conn: impl sqlx::PgExecutor<'_>, product_id: &str) -> sqlx::Res
 pub async fn set_available(
     conn: impl sqlx::PgExecutor<'_>,
     product_id: &str,
-    available: u32,
+    available: i32,
 ) -> sqlx::Result<Stock> {
     sqlx::query_as(
         "INSERT INTO stock (product_id, available, received) VALUES ($1, $2, $2) \
@@ -182,7 +182,7 @@ pub async fn set_available(
          RETURNING product_id, available, reserved, sold",
     )
     .bind(product_id)
-    .bind(available as i32)
+    .bind(available)
     .fetch_one(conn)
     .await
 }

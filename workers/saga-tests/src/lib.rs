@@ -30,7 +30,7 @@ pub struct Stack {
     pub status: TestStatus,
     pub notifications: TestNotifications,
     pub gateway: TestGateway,
-    admin: String,
+    pub admin: String,
     alice: String,
     http: reqwest::Client,
 }
@@ -86,9 +86,8 @@ impl Stack {
             (
                 "/api/schemas".into(),
                 RouteConfig::Route(Route {
-                    upstream: api.registry.url(),
                     strip_prefix: true,
-                    health_path: Route::default_health_path(),
+                    ..Route::new(api.registry.url())
                 }),
             ),
         ]))

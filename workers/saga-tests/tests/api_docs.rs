@@ -1,6 +1,7 @@
 //! The OpenAPI documents say what the services serve: every documented operation is routed,
-//! the gateway's document combines everything it routes, Swagger UI shows them, and
-//! schemathesis, generating requests from the order API's document, gets no server error.
+//! the gateway's document combines everything it routes, and Swagger UI shows them.
+//! Schemathesis, generating requests from the documents, gets no server error from the order
+//! API, and none from the gateway with a valid token, where every error is problem+json.
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
@@ -107,7 +108,13 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
     let mut expected = operations(&api);
     expected.extend(operations(&inventory));
     expected.extend(operations(&notifications));
-    expected.insert(("POST".into(), "/auth/login".into()));
+    expected.extend(owned(&[
+        ("POST", "/auth/login"),
+        ("POST", "/auth/refresh"),
+        ("POST", "/auth/logout"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/admin/audit"),
+    ]));
     assert_eq!(operations(&combined), expected);
     assert_eq!(
         combined["components"]["securitySchemes"]["bearer"]["scheme"],
@@ -137,55 +144,119 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
     }
 }
 
-/// Schemathesis, from PyPI: `scripts/test` installs it.
-fn schemathesis() -> PathBuf {
-    let path = std::env::var("OMS_SCHEMATHESIS").map_or_else(
+/// Runs schemathesis (from PyPI; `scripts/test` installs it) on the document at `schema`, with
+/// our own checks, and returns its report; fails the test if it found a failure.
+async fn schemathesis(schema: String, args: &[&str]) -> String {
+    let st = std::env::var("OMS_SCHEMATHESIS").map_or_else(
         |_| oms_saga::testing::tools_dir().join("schemathesis/bin/st"),
         PathBuf::from,
     );
     assert!(
-        path.exists(),
+        st.exists(),
         "schemathesis is not installed at {}; run scripts/test (it installs it) or set OMS_SCHEMATHESIS",
-        path.display()
+        st.display()
     );
-    path
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_finds_no_server_error_in_the_order_api() {
-    let st = schemathesis();
-    let stack = Stack::spawn().await;
-    let schema = stack.api.url("/api-docs/openapi.json");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(st)
-            .args(["run", &schema])
-            .args(["--checks", "not_a_server_error"])
-            // The stateful phase has no links to follow here and would only repeat the others.
-            .args(["--phases", "examples,coverage,fuzzing"])
-            // A live stream never ends, so it cannot be judged by its answer's end.
-            .args(["--exclude-path", "/api/orders/events"])
-            .args(["--max-examples", "25", "--seed", "1", "--workers", "1"])
-            .args(["--request-timeout", "10", "--max-time", "45"])
-            .args(["--header", &format!("{SUBJECT_HEADER}: fuzz-admin")])
-            .args(["--header", &format!("{ROLE_HEADER}: admin")])
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run schemathesis")
-    })
-    .await
-    .expect("schemathesis");
-    let report = String::from_utf8_lossy(&output.stdout);
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis");
+    let mut command = Command::new(st);
+    command
+        .args(["run", &schema])
+        // A live stream never ends, so it cannot be judged by its answer's end.
+        .args(["--exclude-path", "/api/orders/events"])
+        .args(["--seed", "1", "--workers", "1", "--request-timeout", "10"])
+        .args(args)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", hooks)
+        .env("NO_COLOR", "1");
+    let output = tokio::task::spawn_blocking(move || command.output().expect("run schemathesis"))
+        .await
+        .expect("schemathesis");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "schemathesis found failures:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_in_the_order_api() {
+    let stack = Stack::spawn().await;
+    let report = schemathesis(
+        stack.api.url("/api-docs/openapi.json"),
+        &[
+            "--checks",
+            "not_a_server_error",
+            // The stateful phase has no links to follow here and would only repeat the others.
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--max-time",
+            "45",
+            "--header",
+            &format!("{SUBJECT_HEADER}: fuzz-admin"),
+            "--header",
+            &format!("{ROLE_HEADER}: admin"),
+        ],
+    )
+    .await;
     // It did test every operation.
     for operation in [
         "POST /api/orders",
         "GET /api/orders/{id}",
         "PUT /api/orders/{id}/status",
         "GET /api/orders/{id}/timeline",
+    ] {
+        assert!(
+            report.contains(operation),
+            "{operation} untested:\n{report}"
+        );
+    }
+}
+
+/// How many test cases schemathesis says it generated: "Test cases:", then "N generated, ...".
+fn generated(report: &str) -> u64 {
+    let mut lines = report.lines().skip_while(|l| l.trim() != "Test cases:");
+    lines
+        .nth(1)
+        .and_then(|line| line.trim().split_once(" generated")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no test case count in the report:\n{report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_through_the_gateway_with_a_valid_token_gets_no_5xx_and_only_problem_json_errors()
+ {
+    let stack = Stack::spawn().await;
+    let report = schemathesis(
+        stack.gateway.url("/api-docs/openapi.json"),
+        &[
+            "--checks",
+            "not_a_server_error,errors_are_problem_json",
+            "--phases",
+            "examples,coverage,fuzzing",
+            // Logging out would end the token's session, and every request after it would only
+            // test the refusal.
+            "--exclude-path",
+            "/auth/logout",
+            "--max-examples",
+            "80",
+            "--max-time",
+            "80",
+            "--header",
+            &format!("authorization: Bearer {}", stack.admin),
+        ],
+    )
+    .await;
+    let cases = generated(&report);
+    assert!(cases >= 1000, "only {cases} requests:\n{report}");
+    for operation in [
+        "POST /auth/login",
+        "POST /auth/refresh",
+        "GET /admin/audit",
+        "POST /api/orders",
+        "PUT /api/inventory/{product_id}",
+        "GET /api/notifications",
     ] {
         assert!(
             report.contains(operation),

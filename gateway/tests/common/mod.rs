@@ -1,0 +1,73 @@
+//! What the gateway's tests share: a real API behind a gateway, an upstream that echoes, and
+//! checks of problem+json answers.
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Router, http::HeaderMap, routing::any};
+use oms_api::testing::TestApi;
+use oms_gateway::{
+    config::{Route, RouteConfig},
+    testing::TestGateway,
+};
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub async fn stack() -> (TestApi, TestGateway) {
+    let api = TestApi::spawn().await;
+    let schemas = Route {
+        strip_prefix: true,
+        ..Route::new(api.registry.url())
+    };
+    let gateway = TestGateway::spawn(BTreeMap::from([
+        (
+            "/api/orders".into(),
+            RouteConfig::Upstream(format!("http://{}", api.addr)),
+        ),
+        ("/api/schemas".into(), RouteConfig::Route(schemas)),
+    ]))
+    .await;
+    (api, gateway)
+}
+
+pub fn http() -> reqwest::Client {
+    // Bounds every call, so an upstream that hangs fails the test instead of stalling it.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+pub fn order_for(customer: Uuid) -> Value {
+    json!({ "customerId": customer, "items": [{ "productId": "SKU-9", "quantity": 3, "unitPrice": "2.50" }] })
+}
+
+pub async fn problem(request: RequestBuilder, status: StatusCode) -> Value {
+    let response = request.send().await.expect("send");
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    response.json().await.expect("problem body")
+}
+
+/// An upstream that answers with the headers it received, and its own URL as `_upstream`.
+pub async fn echo_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let me = url.clone();
+    let router = Router::new().fallback(any(move |headers: HeaderMap| async move {
+        let mut seen: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or_default())))
+            .collect();
+        seen.insert("_upstream".into(), me.into());
+        axum::Json(seen)
+    }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
