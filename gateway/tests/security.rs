@@ -623,3 +623,34 @@ async fn without_its_database_the_gateway_refuses_with_503_rather_than_trusting(
             .contains("Sessions")
     );
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = TestGateway::spawn_with(
+        BTreeMap::from([(
+            "/api/orders".into(),
+            RouteConfig::Upstream(echo_upstream().await),
+        )]),
+        |c| c.request_timeout = std::time::Duration::from_millis(300),
+    )
+    .await;
+    let token = gateway.login("alice").await;
+    // Promises 100 bytes, sends 2, then waits: a slow-loris upload.
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/orders HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\""
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("answered before the client gave up")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
