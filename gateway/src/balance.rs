@@ -82,21 +82,29 @@ impl Pool {
         &self.instances
     }
 
-    /// The instance to try next, other than those in `tried`, or `None` when all were tried.
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// The instances that may be tried next, other than those in `tried`: the usable ones or,
+    /// when none is usable, every one.
+    fn candidates(&self, tried: &[usize]) -> Vec<usize> {
         let now = Instant::now();
         let untried = |i: &usize| !tried.contains(i);
-        let mut candidates: Vec<usize> = (0..self.instances.len())
-            .filter(untried)
-            .filter(|&i| self.instances[i].usable(now))
-            .collect();
-        if candidates.is_empty() {
-            let none_usable = !self.instances.iter().any(|i| i.usable(now));
-            if !none_usable {
-                return None;
-            }
-            candidates = (0..self.instances.len()).filter(untried).collect();
+        if self.instances.iter().any(|i| i.usable(now)) {
+            (0..self.instances.len())
+                .filter(untried)
+                .filter(|&i| self.instances[i].usable(now))
+                .collect()
+        } else {
+            (0..self.instances.len()).filter(untried).collect()
         }
+    }
+
+    /// Whether [`Pool::pick`] has an instance left after `tried`, without taking a turn.
+    pub fn has_untried(&self, tried: &[usize]) -> bool {
+        !self.candidates(tried).is_empty()
+    }
+
+    /// The instance to try next, other than those in `tried`, or `None` when all were tried.
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let candidates = self.candidates(tried);
         if candidates.is_empty() {
             return None;
         }
@@ -204,6 +212,9 @@ mod tests {
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         assert_eq!(pool.pick(&[0, 1]), Some(2));
         assert_eq!(pool.pick(&[0, 1, 2]), None);
+        assert!(pool.has_untried(&[0, 1]) && !pool.has_untried(&[0, 1, 2]));
+        let after: Vec<usize> = (0..3).map(|_| pool.pick(&[]).expect("in test")).collect();
+        assert_eq!(after, [1, 2, 0], "asking takes no turn");
     }
 
     #[test]

@@ -232,11 +232,7 @@ impl Proxy {
                     | StatusCode::GATEWAY_TIMEOUT
             );
             pool.report(index, !unavailable);
-            if unavailable
-                && idempotent
-                && tried.len() < MAX_ATTEMPTS
-                && pool.pick(&tried).is_some()
-            {
+            if unavailable && idempotent && tried.len() < MAX_ATTEMPTS && pool.has_untried(&tried) {
                 tracing::warn!(%url, %status, "upstream unavailable; trying another instance");
                 continue;
             }
