@@ -3,7 +3,9 @@
 //! Each service reads its own section (`[api]`, `[gateway]`, ...) so that one file can describe a
 //! whole deployment. Later layers win:
 //!
-//! 1. the defaults in each struct (`#[serde(default)]`);
+//! 1. the defaults of the service's config, as its `Default` gives them: a section given in part
+//!    keeps the service's defaults for the rest of it (a `[inventory.consumer]` that sets only
+//!    `max_attempts` keeps the inventory's group and topics);
 //! 2. a TOML file (`--config FILE`, or `OMS_CONFIG`);
 //! 3. environment variables `OMS_<SERVICE>__<KEY>`, with `__` for nesting
 //!    (`OMS_API__DATABASE__URL`);
@@ -11,11 +13,11 @@
 //!
 //! Secrets are wrapped in [`Secret`], which never prints: `--dump-config` is safe to paste.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{cell::Cell, collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use figment::{
     Figment,
-    providers::{Env, Format, Toml},
+    providers::{Env, Format, Serialized, Toml},
     value::Value,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -37,8 +39,14 @@ pub struct ConfigArgs {
 }
 
 /// Resolves the `service` section from every layer.
-pub fn load<T: DeserializeOwned>(service: &str, args: &ConfigArgs) -> Result<T> {
-    let mut figment = Figment::new();
+pub fn load<T: DeserializeOwned + Serialize + Default>(
+    service: &str,
+    args: &ConfigArgs,
+) -> Result<T> {
+    let defaults = Secret::revealed(|| {
+        Value::serialize(T::default()).map_err(|e| Error::Config(format!("the defaults: {e}")))
+    })?;
+    let mut figment = Figment::from(Serialized::default(service, defaults));
     if let Some(path) = &args.config {
         if !path.exists() {
             return Err(Error::Config(format!(
@@ -61,17 +69,14 @@ pub fn load<T: DeserializeOwned>(service: &str, args: &ConfigArgs) -> Result<T> 
         let value = Value::from_str(value).unwrap_or_else(|never| match never {});
         figment = figment.merge((format!("{service}.{}", key.trim()), value));
     }
-    let section = if figment.contains(service) {
-        figment.extract_inner::<T>(service)
-    } else {
-        Figment::new().extract::<T>()
-    };
-    section.map_err(|e| Error::Config(e.to_string()))
+    figment
+        .extract_inner::<T>(service)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// What every binary does first: resolves its section and, with `--dump-config`, prints it and
 /// returns `None` so the binary exits.
-pub fn load_or_dump<T: DeserializeOwned + Serialize>(
+pub fn load_or_dump<T: DeserializeOwned + Serialize + Default>(
     service: &str,
     args: &ConfigArgs,
 ) -> Result<Option<T>> {
@@ -95,9 +100,23 @@ pub fn dump<T: Serialize>(service: &str, config: &T) -> String {
 #[serde(transparent)]
 pub struct Secret(String);
 
+thread_local! {
+    /// Set only while [`load`] turns the defaults into its first layer.
+    static REVEAL: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// Runs `f` with secrets serializing as themselves, on this thread only: the defaults
+    /// layer needs their values, and nothing else ever sees them.
+    fn revealed<R>(f: impl FnOnce() -> R) -> R {
+        REVEAL.with(|reveal| reveal.set(true));
+        let result = f();
+        REVEAL.with(|reveal| reveal.set(false));
+        result
     }
 
     pub fn expose(&self) -> &str {
@@ -113,7 +132,11 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
+        if REVEAL.with(Cell::get) {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str("[redacted]")
+        }
     }
 }
 
@@ -360,6 +383,52 @@ mod tests {
             .expect("load");
             assert_eq!(from_flag.listen, "from-flag");
             assert_eq!(from_flag.database.acquire_timeout, Duration::from_secs(2));
+            Ok(())
+        });
+    }
+
+    /// A service whose defaults differ from those of the types it is made of.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Worker {
+        database: DatabaseConfig,
+        consumer: crate::consumer::ConsumerConfig,
+    }
+
+    impl Default for Worker {
+        fn default() -> Self {
+            Self {
+                database: DatabaseConfig::named("worker"),
+                consumer: crate::consumer::ConsumerConfig {
+                    group: "worker".into(),
+                    topics: vec!["orders".into()],
+                    ..Default::default()
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn a_section_given_in_part_keeps_the_services_defaults_for_the_rest() {
+        Jail::expect_with(|jail| {
+            jail.create_file("oms.toml", "[worker.consumer]\nmax_attempts = 5\n")?;
+            jail.set_env("OMS_WORKER__CONSUMER__BATCH_SIZE", "1");
+            jail.set_env("OMS_WORKER__DATABASE__MAX_CONNECTIONS", "3");
+            let worker: Worker = load("worker", &args(Some("oms.toml"), &[])).expect("load");
+            assert_eq!(worker.consumer.max_attempts, 5);
+            assert_eq!(worker.consumer.batch_size, 1);
+            assert_eq!(worker.consumer.group, "worker");
+            assert_eq!(worker.consumer.topics, ["orders"]);
+            assert_eq!(worker.database.max_connections, 3);
+            assert_eq!(
+                worker.database.url.expose(),
+                Worker::default().database.url.expose(),
+                "a secret default survives as itself"
+            );
+            assert!(
+                dump("worker", &worker).contains("[redacted]"),
+                "and still never prints"
+            );
             Ok(())
         });
     }

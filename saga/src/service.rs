@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::config::{self, ConfigArgs, DatabaseConfig, LogConfig};
 
 /// The parts of a service's config that starting it needs.
-pub trait ServiceConfig: Serialize + DeserializeOwned {
+pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     fn listen(&self) -> SocketAddr;
     fn database(&self) -> &DatabaseConfig;
     fn log(&self) -> &LogConfig;
