@@ -7,6 +7,14 @@
 //!    the outbox) on the same transaction;
 //! 3. commit, and only then acknowledge the delivery, so a crash anywhere before redelivers it.
 //!
+//! Under load, the deliveries that have already arrived when one is taken (up to
+//! `batch_size`) are applied together, in their order, in one transaction: a commit is the
+//! costly part of handling an event, and one commit for a batch keeps every guarantee above,
+//! since the batch commits or vanishes as a whole. If anything in a batch does not go smoothly
+//! (an event that does not decode, a handler's error, a failed commit), nothing of it is
+//! committed and each of its deliveries goes the one-at-a-time way, which knows how to retry
+//! and dead-letter.
+//!
 //! A transient failure (database or broker away) is retried with exponential backoff and jitter,
 //! without ever skipping the event. A handler's rejection ([`HandlerError::Poison`]) is tried a
 //! bounded number of times, then the event goes to `<topic>.dlq` with headers saying why and
@@ -14,18 +22,20 @@
 //! the broker delivered too often unacknowledged, which is what a message that crashes its
 //! consumer looks like.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use opentelemetry::trace::SpanKind;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{
     Error, Result,
     bus::{Delivery, EventBus, Message, Subscription},
     event::{Codec, Event, EventRecord, header},
-    trace::Tracer,
+    trace::{Span, Tracer},
 };
 
 /// Headers a dead letter carries besides the original ones.
@@ -119,6 +129,8 @@ pub struct ConsumerConfig {
     pub min_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// The most deliveries applied in one transaction; 1 applies each on its own.
+    pub batch_size: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -130,6 +142,7 @@ impl Default for ConsumerConfig {
             max_deliveries: 10,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            batch_size: 100,
         }
     }
 }
@@ -198,38 +211,78 @@ impl<H: Handler> Consumer<H> {
         crate::retry::backoff(self.config.min_backoff, self.config.max_backoff)
     }
 
-    /// Consumes until `shutdown` resolves. Stops between events, never inside one.
+    /// Consumes until `shutdown` resolves. Stops between batches, never inside one.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
         let mut subscription = self
             .bus
             .subscribe(&self.config.group, &self.config.topics)
             .await?;
+        let mut batch = Vec::with_capacity(self.config.batch_size);
         loop {
             let delivery = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 next = subscription.next() => next,
             };
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
+            match delivery {
+                Ok(delivery) => batch.push(delivery),
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving failed; retrying");
                     tokio::time::sleep(self.config.min_backoff).await;
                     continue;
                 }
-            };
-            self.process(&mut *subscription, &delivery).await;
+            }
+            // What has arrived already joins it; nothing is waited for.
+            while batch.len() < self.config.batch_size {
+                match subscription.next().now_or_never() {
+                    Some(Ok(delivery)) => batch.push(delivery),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            self.process_batch(&mut *subscription, &batch).await;
+            batch.clear();
         }
     }
 
-    /// Takes one delivery to an outcome, then acknowledges it. Does not return before both
-    /// happened: transient failures are retried for as long as they last.
-    pub async fn process(
-        &self,
-        subscription: &mut dyn Subscription,
-        delivery: &Delivery,
-    ) -> Outcome {
+    /// Takes deliveries, in their order, to an outcome each and acknowledges them. Does not
+    /// return before that happened: transient failures are retried for as long as they last.
+    /// The longest run of them that applies smoothly commits together; the one it stumbled on
+    /// goes alone, and the rest are batched again.
+    async fn process_batch(&self, subscription: &mut dyn Subscription, batch: &[Delivery]) {
         let started = std::time::Instant::now();
+        let mut spans: Vec<Span> = batch.iter().map(|d| self.span(d)).collect();
+        metrics::histogram!("oms_consumer_batch_size", "consumer" => self.config.group.clone())
+            .record(batch.len() as f64);
+        let mut done = 0;
+        while done < batch.len() {
+            let log = tracing::info_span!("batch", consumer = %self.config.group,
+                size = batch.len() - done);
+            let together = self
+                .apply_together(&batch[done..], &spans[done..])
+                .instrument(log)
+                .await;
+            for outcome in together {
+                self.finish(
+                    subscription,
+                    &batch[done],
+                    &mut spans[done],
+                    outcome,
+                    started,
+                )
+                .await;
+                done += 1;
+            }
+            if let Some(delivery) = batch.get(done) {
+                let outcome = self.settle_alone(delivery, &spans[done]).await;
+                self.finish(subscription, delivery, &mut spans[done], outcome, started)
+                    .await;
+                done += 1;
+            }
+        }
+    }
+
+    /// The consumer span of a delivery, a child of the span that published it.
+    fn span(&self, delivery: &Delivery) -> Span {
         let headers = &delivery.message.headers;
         let event_type = headers.get_str(header::EVENT_TYPE).unwrap_or("unknown");
         let mut span = self.tracer.start(
@@ -241,12 +294,33 @@ impl<H: Handler> Consumer<H> {
         span.set("messaging.source", delivery.message.topic.clone());
         span.set("messaging.partition", i64::from(delivery.partition));
         span.set("messaging.offset", delivery.offset);
+        span
+    }
+
+    /// [`Consumer::settle`], logged under the delivery's own span.
+    async fn settle_alone(&self, delivery: &Delivery, span: &Span) -> Outcome {
+        let event_type = delivery
+            .message
+            .headers
+            .get_str(header::EVENT_TYPE)
+            .unwrap_or("unknown");
         let log = tracing::info_span!("event", consumer = %self.config.group, event_type,
             partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
-        let outcome = self
-            .settle(delivery, &span.traceparent())
+        self.settle(delivery, &span.traceparent())
             .instrument(log)
-            .await;
+            .await
+    }
+
+    /// Records a delivery's outcome on its span and in the metrics, and acknowledges it,
+    /// retrying until the broker takes the acknowledgement.
+    async fn finish(
+        &self,
+        subscription: &mut dyn Subscription,
+        delivery: &Delivery,
+        span: &mut Span,
+        outcome: Outcome,
+        started: std::time::Instant,
+    ) {
         span.set("outcome", outcome.as_str());
         if outcome == Outcome::DeadLettered {
             span.fail("dead-lettered");
@@ -257,6 +331,11 @@ impl<H: Handler> Consumer<H> {
             tracing::warn!(error = %e, retry_in = ?delay, "acknowledging failed; retrying");
             tokio::time::sleep(delay).await;
         }
+        let event_type = delivery
+            .message
+            .headers
+            .get_str(header::EVENT_TYPE)
+            .unwrap_or("unknown");
         metrics::counter!("oms_events_total", "consumer" => self.config.group.clone(),
             "type" => event_type.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
@@ -267,7 +346,37 @@ impl<H: Handler> Consumer<H> {
                 "topic" => delivery.message.topic.clone(), "partition" => delivery.partition.to_string())
             .set(behind as f64);
         }
-        outcome
+    }
+
+    /// Applies the longest run from the start of `batch` that goes smoothly in one
+    /// transaction, and returns its outcomes. It ends before a delivery that does not decode or
+    /// was delivered too often, and before one that the handler or the database failed on.
+    /// Fewer than two deliveries are left to the one-at-a-time way.
+    async fn apply_together(&self, batch: &[Delivery], spans: &[Span]) -> Vec<Outcome> {
+        if batch.len() < 2 {
+            return Vec::new();
+        }
+        let mut records = Vec::with_capacity(batch.len());
+        for (delivery, span) in batch.iter().zip(spans) {
+            if delivery.delivered > self.config.max_deliveries {
+                break;
+            }
+            match EventRecord::from_delivery(delivery, self.codec.as_ref()).await {
+                Ok(record) => records.push(record.traced(Some(&span.traceparent()))),
+                Err(_) => break,
+            }
+        }
+        let mut run = records.len();
+        while run > 1 {
+            match self.apply(&records[..run]).await {
+                Ok(outcomes) => return outcomes,
+                Err((fine, e)) => {
+                    tracing::debug!(error = %e, run, fine, "a batch did not apply; shortening it");
+                    run = fine;
+                }
+            }
+        }
+        Vec::new()
     }
 
     /// Decodes and applies a delivery; the event the handler sees carries `traceparent`, the
@@ -297,16 +406,16 @@ impl<H: Handler> Consumer<H> {
         let mut delays = self.backoff();
         let mut poison_attempts = 0;
         loop {
-            match self.apply(&record).await {
-                Ok(outcome) => return outcome,
-                Err(HandlerError::Poison(reason)) => {
+            match self.apply(std::slice::from_ref(&record)).await {
+                Ok(outcomes) => return outcomes[0],
+                Err((_, HandlerError::Poison(reason))) => {
                     poison_attempts += 1;
                     tracing::warn!(event_id = %record.event_id, attempt = poison_attempts, %reason, "event rejected");
                     if poison_attempts >= self.config.max_attempts {
                         return self.dead_letter(delivery, &reason, poison_attempts).await;
                     }
                 }
-                Err(HandlerError::Transient(reason)) => {
+                Err((_, HandlerError::Transient(reason))) => {
                     tracing::warn!(event_id = %record.event_id, %reason, "transient failure; retrying");
                 }
             }
@@ -316,25 +425,43 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// One attempt: inbox and effects in one transaction.
-    async fn apply(&self, record: &EventRecord) -> Result<Outcome, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let first_time = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    /// One attempt at `records`, in order, in one transaction: the inbox skips those already
+    /// handled (a repeat within `records` too), the handler applies the others. Commits all or
+    /// nothing; on failure, also says how many records before the failing one went fine.
+    async fn apply(&self, records: &[EventRecord]) -> Result<Vec<Outcome>, (usize, HandlerError)> {
+        let at_start = |e: sqlx::Error| (0, HandlerError::from(e));
+        let mut tx = self.pool.begin().await.map_err(at_start)?;
+        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        let mut first_time: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
+             ON CONFLICT DO NOTHING RETURNING event_id",
         )
         .bind(&self.config.group)
-        .bind(record.event_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_time {
-            return Ok(Outcome::Duplicate);
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(at_start)?
+        .into_iter()
+        .collect();
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (fine, record) in records.iter().enumerate() {
+            if first_time.remove(&record.event_id) {
+                self.handler
+                    .handle(&mut tx, record)
+                    .await
+                    .map_err(|e| (fine, e))?;
+                outcomes.push(Outcome::Handled);
+            } else {
+                outcomes.push(Outcome::Duplicate);
+            }
         }
-        self.handler.handle(&mut tx, record).await?;
-        tx.commit().await?;
-        self.handler.after_commit(record).await;
-        Ok(Outcome::Handled)
+        tx.commit().await.map_err(at_start)?;
+        for (record, outcome) in records.iter().zip(&outcomes) {
+            if *outcome == Outcome::Handled {
+                self.handler.after_commit(record).await;
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Publishes the delivery, untouched, to the dead-letter topic with why and where from.

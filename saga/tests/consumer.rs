@@ -33,8 +33,10 @@ struct Task {
 
 impl Event for Task {
     const TYPE: &'static str = "Task";
+    /// The task's key up to a `/`: tasks `o/1` and `o/2` share the message key `o`, hence a
+    /// partition and its order.
     fn key(&self) -> String {
-        self.key.clone()
+        self.key.split('/').next().unwrap_or_default().to_owned()
     }
 }
 
@@ -87,10 +89,13 @@ impl Fixture {
 
     async fn on(bus: Arc<dyn EventBus>) -> Self {
         let db = testing::database(&MIGRATOR).await;
-        sqlx::query("CREATE TABLE effects (event_id UUID NOT NULL, key TEXT NOT NULL)")
-            .execute(&db.pool)
-            .await
-            .expect("effects table");
+        sqlx::query(
+            "CREATE TABLE effects (seq BIGSERIAL, event_id UUID NOT NULL, key TEXT NOT NULL, \
+             tx BIGINT NOT NULL DEFAULT txid_current())",
+        )
+        .execute(&db.pool)
+        .await
+        .expect("effects table");
         let topic = testing::unique("tasks");
         bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
             .await
@@ -117,6 +122,7 @@ impl Fixture {
             max_deliveries: 3,
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
+            batch_size: 100,
         };
         let consumer = Consumer::new(
             self.db.pool.clone(),
@@ -192,6 +198,58 @@ async fn a_redelivered_or_duplicated_event_changes_nothing() {
         .await
         .expect("inbox");
     assert_eq!(inbox, 3);
+}
+
+/// Events that are waiting when the consumer starts arrive together. On Kafka they are applied
+/// in few transactions; on NATS a partition hands out one message at a time, so batches only
+/// gather several partitions. Either way a poison event among them changes nothing for the
+/// others: each is applied once, in order, and it goes to the dead letters alone.
+#[tokio::test]
+async fn a_batch_with_a_poison_event_applies_the_others_once_and_in_order() {
+    let fx = Fixture::new().await;
+    let keys: Vec<String> = (0..40).map(|i| format!("o/{i:02}")).collect();
+    let tasks: Vec<EventRecord> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| fx.task(key, if i == 17 { "reject" } else { "ok" }))
+        .collect();
+    fx.publish(&tasks.iter().chain(&tasks[30..]).collect::<Vec<_>>())
+        .await;
+    let (stop, task) = fx.start();
+    let expected: Vec<&str> = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 17)
+        .map(|(_, key)| key.as_str())
+        .collect();
+    fx.wait_for_effects(&expected).await;
+    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
+        .await
+        .expect("dlq");
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+
+    let applied: Vec<(String, i64)> = sqlx::query_as("SELECT key, tx FROM effects ORDER BY seq")
+        .fetch_all(&fx.db.pool)
+        .await
+        .expect("effects");
+    let order: Vec<&str> = applied.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(order, expected, "once each, in the order published");
+    assert_eq!(letters.len(), 1, "only the poison event is set aside");
+    assert_eq!(
+        letters[0].message.headers.get_str("event-id"),
+        Some(tasks[17].event_id.to_string().as_str())
+    );
+    if testing::bus_kind() == BusKind::Kafka {
+        let transactions: std::collections::HashSet<i64> =
+            applied.iter().map(|(_, tx)| *tx).collect();
+        assert!(
+            transactions.len() < applied.len() / 2,
+            "{} events in {} transactions: the waiting events were not batched",
+            applied.len(),
+            transactions.len()
+        );
+    }
 }
 
 #[tokio::test]
