@@ -3,8 +3,16 @@
 //! The algorithm is fixed by the verifier, never taken from the token, so `alg: none` and
 //! algorithm confusion (an HS256 token "signed" with a public key) are refused. Each token names
 //! its session (`sid`), which logout ends.
+//!
+//! Checking a signature costs tens of microseconds, paid on every request; so a token that
+//! verified is remembered, by its exact text, until it expires. Keys are fixed for the life of
+//! the process, so a remembered verdict cannot go stale before then.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
@@ -54,7 +62,12 @@ pub struct Tokens {
     keys: KeyRing,
     validation: Validation,
     config: JwtConfig,
+    /// Tokens that verified, by their text.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
+
+/// The most verified tokens remembered; past it, they are all forgotten.
+const VERIFIED_AT_MOST: usize = 10_000;
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +95,7 @@ impl Tokens {
             keys: KeyRing::load(&config.keys, config.signing_kid.as_deref())?,
             validation,
             config: config.clone(),
+            verified: Mutex::default(),
         })
     }
 
@@ -123,6 +137,33 @@ impl Tokens {
     /// The claims of a token this gateway signed, with a key it still has, that has not expired.
     /// It does not know whether the session is still open: [`crate::sessions`] does.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(claims) = verified.get(token) {
+            // The same leeway as the validation's.
+            if claims.exp + self.validation.leeway >= now() {
+                return Ok(claims.clone());
+            }
+            verified.remove(token);
+            return Err(TokenError::Expired);
+        }
+        drop(verified);
+        let claims = self.check(token)?;
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_AT_MOST {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// Verifies `token` from scratch: its signature, claims and scope.
+    fn check(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid);

@@ -93,8 +93,8 @@ pub fn state(config: &GatewayConfig) -> Result<Arc<http::AppState>, Error> {
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains in-flight requests.
-/// Meanwhile it checks the upstreams' health, forgets idle clients' rate-limit buckets, and
-/// deletes sessions a day after they ended.
+/// Meanwhile it checks the upstreams' health, hears which sessions end, forgets idle clients'
+/// rate-limit buckets, and deletes sessions a day after they ended.
 pub async fn run(
     config: GatewayConfig,
     listener: TcpListener,
@@ -123,7 +123,7 @@ pub async fn run(
                     }
                 }
             };
-            tokio::join!(checks, forget);
+            tokio::join!(checks, state.sessions.listen(), forget);
         })
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");

@@ -51,7 +51,30 @@ async fn every_forged_expired_unsigned_or_foreign_token_gets_401() {
     let (_api, gateway) = stack().await;
     let orders = gateway.url("/api/orders");
     // A real session's claims, so that only the token's own faults are refused below.
-    let valid = claims_of(&gateway.login("alice").await);
+    let real = gateway.login("alice").await;
+    let valid = claims_of(&real);
+    // Used once, so that the gateway has verified it: an altered copy must not pass for it.
+    assert_eq!(
+        status_of(http().get(&orders).bearer_auth(&real)).await,
+        StatusCode::OK
+    );
+    let parts: Vec<&str> = real.split('.').collect();
+    let mut signature = parts[2].to_owned().into_bytes();
+    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
+    let altered_signature = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        String::from_utf8(signature).expect("ascii")
+    );
+    let mut admin = valid.clone();
+    admin.role = Role::Admin;
+    let altered_claims = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).expect("claims")),
+        parts[2]
+    );
     let ours = ed_key(gateway.private_key());
     let public_pem = keys::public_pem(gateway.private_key()).expect("public");
     let stranger = ed_key(&keys::generate().expect("key"));
@@ -67,6 +90,8 @@ async fn every_forged_expired_unsigned_or_foreign_token_gets_401() {
     );
     let cases = [
         ("malformed", "not.a.jwt".to_owned()),
+        ("a used token with its signature altered", altered_signature),
+        ("a used token with its claims altered", altered_claims),
         ("alg none", unsigned),
         (
             "HS256 keyed with the public key",
@@ -653,4 +678,107 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+/// Each instance remembers the sessions it found open and hears of their ends through
+/// PostgreSQL notifications: an end at one instance reaches the others, an end it did not hear
+/// of is trusted no further than its listening connection, and when that connection drops it
+/// forgets everything and asks again.
+#[tokio::test]
+async fn an_ended_session_is_refused_by_every_instance_that_remembered_it() {
+    let routes = BTreeMap::from([(
+        "/api/orders".into(),
+        RouteConfig::Upstream(echo_upstream().await),
+    )]);
+    let first = TestGateway::spawn(routes.clone()).await;
+    let database = first.config.database.url.clone();
+    let second = TestGateway::spawn_with(routes, |c| {
+        c.database.url = database.clone();
+        c.jwt.keys = first.config.jwt.keys.clone();
+    })
+    .await;
+    let db = sqlx::PgPool::connect(database.expose())
+        .await
+        .expect("gateway database");
+    let listeners = "SELECT pid FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    oms_saga::testing::eventually(
+        std::time::Duration::from_secs(10),
+        "both instances to listen",
+        || async {
+            let pids: Vec<i32> = sqlx::query_scalar(listeners)
+                .fetch_all(&db)
+                .await
+                .expect("activity");
+            (pids.len() == 2).then_some(())
+        },
+    )
+    .await;
+    let orders = second.url("/api/orders");
+    let answer = |token: String| {
+        let request = http().get(&orders).bearer_auth(token);
+        async move { status_of(request).await }
+    };
+    let refused_soon = |token: String, what: &'static str| {
+        oms_saga::testing::eventually(std::time::Duration::from_secs(5), what, move || {
+            let response = answer(token.clone());
+            async move { (response.await == StatusCode::UNAUTHORIZED).then_some(()) }
+        })
+    };
+    let end_silently = |sid: uuid::Uuid| {
+        sqlx::query("UPDATE sessions SET ended_at = now(), end_reason = 'test' WHERE id = $1")
+            .bind(sid)
+            .execute(&db)
+    };
+
+    // A logout at the first instance reaches the second, which had found the session open.
+    let session = first.session("alice").await;
+    assert_eq!(answer(session.access_token.clone()).await, StatusCode::OK);
+    assert_eq!(
+        status_of(
+            http()
+                .post(first.url("/auth/logout"))
+                .bearer_auth(&session.access_token)
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    refused_soon(
+        session.access_token,
+        "the logout to reach the second instance",
+    )
+    .await;
+
+    // An end nobody announced is not heard of: the second instance trusts what it remembered
+    // until the announcement comes.
+    let session = first.session("alice").await;
+    let sid = claims_of(&session.access_token).sid;
+    assert_eq!(answer(session.access_token.clone()).await, StatusCode::OK);
+    end_silently(sid).await.expect("end");
+    assert_eq!(
+        answer(session.access_token.clone()).await,
+        StatusCode::OK,
+        "remembered, not asked again"
+    );
+    sqlx::query("SELECT pg_notify('oms_session_ended', $1::text)")
+        .bind(sid)
+        .execute(&db)
+        .await
+        .expect("notify");
+    refused_soon(session.access_token, "the announced end to be heard").await;
+
+    // Without its listening connection an instance cannot hear of ends, so it forgets what it
+    // remembered and asks the database.
+    let session = first.session("alice").await;
+    assert_eq!(answer(session.access_token.clone()).await, StatusCode::OK);
+    end_silently(claims_of(&session.access_token).sid)
+        .await
+        .expect("end");
+    sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid) FROM ({listeners}) l"
+    ))
+    .execute(&db)
+    .await
+    .expect("terminate");
+    refused_soon(session.access_token, "the instance to forget and ask again").await;
 }
