@@ -10,10 +10,10 @@
 //! Under load, the deliveries that have already arrived when one is taken (up to
 //! `batch_size`) are applied together, in their order, in one transaction: a commit is the
 //! costly part of handling an event, and one commit for a batch keeps every guarantee above,
-//! since the batch commits or vanishes as a whole. If anything in a batch does not go smoothly
-//! (an event that does not decode, a handler's error, a failed commit), nothing of it is
-//! committed and each of its deliveries goes the one-at-a-time way, which knows how to retry
-//! and dead-letter.
+//! since the batch commits or vanishes as a whole. If an event in a batch does not go smoothly
+//! (it does not decode, its handler fails), the run before it commits together, that event goes
+//! the one-at-a-time way, which knows how to retry and dead-letter, and the rest are batched
+//! again.
 //!
 //! A transient failure (database or broker away) is retried with exponential backoff and jitter,
 //! without ever skipping the event. A handler's rejection ([`HandlerError::Poison`]) is tried a
@@ -145,6 +145,15 @@ impl Default for ConsumerConfig {
             batch_size: 100,
         }
     }
+}
+
+/// The event type a delivery's headers name, for spans, logs and metrics.
+fn event_type(delivery: &Delivery) -> &str {
+    delivery
+        .message
+        .headers
+        .get_str(header::EVENT_TYPE)
+        .unwrap_or("unknown")
 }
 
 /// What became of one delivery.
@@ -283,12 +292,10 @@ impl<H: Handler> Consumer<H> {
 
     /// The consumer span of a delivery, a child of the span that published it.
     fn span(&self, delivery: &Delivery) -> Span {
-        let headers = &delivery.message.headers;
-        let event_type = headers.get_str(header::EVENT_TYPE).unwrap_or("unknown");
         let mut span = self.tracer.start(
-            format!("handle {event_type}"),
+            format!("handle {}", event_type(delivery)),
             SpanKind::Consumer,
-            headers.get_str(header::TRACEPARENT),
+            delivery.message.headers.get_str(header::TRACEPARENT),
         );
         span.set("messaging.consumer_group", self.config.group.clone());
         span.set("messaging.source", delivery.message.topic.clone());
@@ -299,11 +306,7 @@ impl<H: Handler> Consumer<H> {
 
     /// [`Consumer::settle`], logged under the delivery's own span.
     async fn settle_alone(&self, delivery: &Delivery, span: &Span) -> Outcome {
-        let event_type = delivery
-            .message
-            .headers
-            .get_str(header::EVENT_TYPE)
-            .unwrap_or("unknown");
+        let event_type = event_type(delivery);
         let log = tracing::info_span!("event", consumer = %self.config.group, event_type,
             partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
         self.settle(delivery, &span.traceparent())
@@ -331,11 +334,7 @@ impl<H: Handler> Consumer<H> {
             tracing::warn!(error = %e, retry_in = ?delay, "acknowledging failed; retrying");
             tokio::time::sleep(delay).await;
         }
-        let event_type = delivery
-            .message
-            .headers
-            .get_str(header::EVENT_TYPE)
-            .unwrap_or("unknown");
+        let event_type = event_type(delivery);
         metrics::counter!("oms_events_total", "consumer" => self.config.group.clone(),
             "type" => event_type.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
