@@ -236,13 +236,24 @@ impl Readiness {
         &self,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> axum::response::Response {
+        self.respond_with(extra, Vec::new()).await
+    }
+
+    /// [`Readiness::respond`] for a service with checks of its own: it is not ready either
+    /// while anything in `also_down` is down, which `extra` describes.
+    pub async fn respond_with(
+        &self,
+        extra: serde_json::Map<String, serde_json::Value>,
+        also_down: Vec<String>,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
         let checks = self.check().await;
-        let down: Vec<&str> = checks
+        let mut down: Vec<String> = checks
             .iter()
             .filter(|(_, c)| c.is_err())
-            .map(|(name, _)| *name)
+            .map(|(name, _)| (*name).to_owned())
             .collect();
+        down.extend(also_down);
         let mut described = extra;
         for (name, check) in &checks {
             let state = match check {
