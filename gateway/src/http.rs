@@ -483,26 +483,29 @@ async fn forward(
 /// Ready when the gateway's database answers and every route has an instance that passes its
 /// health check; the body says which are up.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    futures::future::join_all(
-        state
-            .targets
-            .iter()
-            .map(|t| t.pool.check(&state.health_client)),
-    )
-    .await;
-    let mut down = Vec::new();
-    let mut routes = serde_json::Map::new();
-    for target in &state.targets {
-        let (usable, instances) = target.pool.status();
-        if !usable {
-            down.push(target.prefix.clone());
+    let upstreams = async {
+        futures::future::join_all(
+            state
+                .targets
+                .iter()
+                .map(|t| t.pool.check(&state.health_client)),
+        )
+        .await;
+        let mut down = Vec::new();
+        let mut routes = serde_json::Map::new();
+        for target in &state.targets {
+            let (usable, instances) = target.pool.status();
+            if !usable {
+                down.push(target.prefix.clone());
+            }
+            let instances: serde_json::Map<String, serde_json::Value> = instances
+                .into_iter()
+                .map(|(url, up)| (url, (if up { "up" } else { "down" }).into()))
+                .collect();
+            routes.insert(target.prefix.clone(), instances.into());
         }
-        let instances: serde_json::Map<String, serde_json::Value> = instances
-            .into_iter()
-            .map(|(url, up)| (url, (if up { "up" } else { "down" }).into()))
-            .collect();
-        routes.insert(target.prefix.clone(), instances.into());
-    }
-    let extra = serde_json::Map::from_iter([("upstreams".to_owned(), routes.into())]);
-    state.readiness.respond_with(extra, down).await
+        let described = serde_json::Map::from_iter([("upstreams".to_owned(), routes.into())]);
+        (described, down)
+    };
+    state.readiness.respond_with(upstreams).await
 }

@@ -236,18 +236,17 @@ impl Readiness {
         &self,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> axum::response::Response {
-        self.respond_with(extra, Vec::new()).await
+        self.respond_with(async { (extra, Vec::new()) }).await
     }
 
-    /// [`Readiness::respond`] for a service with checks of its own: it is not ready either
-    /// while anything in `also_down` is down, which `extra` describes.
+    /// [`Readiness::respond`] for a service with checks of its own, run beside the shared ones:
+    /// `own` describes them and names those down, which make the service not ready either.
     pub async fn respond_with(
         &self,
-        extra: serde_json::Map<String, serde_json::Value>,
-        also_down: Vec<String>,
+        own: impl Future<Output = (serde_json::Map<String, serde_json::Value>, Vec<String>)>,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
-        let checks = self.check().await;
+        let (checks, (extra, also_down)) = tokio::join!(self.check(), own);
         let mut down: Vec<String> = checks
             .iter()
             .filter(|(_, c)| c.is_err())
