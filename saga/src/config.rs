@@ -113,10 +113,16 @@ impl Secret {
     /// Runs `f` with secrets serializing as themselves, on this thread only: the defaults
     /// layer needs their values, and nothing else ever sees them.
     fn revealed<R>(f: impl FnOnce() -> R) -> R {
+        /// Hides secrets again however `f` ends, a panic included.
+        struct Hide;
+        impl Drop for Hide {
+            fn drop(&mut self) {
+                REVEAL.with(|reveal| reveal.set(false));
+            }
+        }
         REVEAL.with(|reveal| reveal.set(true));
-        let result = f();
-        REVEAL.with(|reveal| reveal.set(false));
-        result
+        let _hide = Hide;
+        f()
     }
 
     pub fn expose(&self) -> &str {
