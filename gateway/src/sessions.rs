@@ -252,7 +252,6 @@ impl Sessions {
     /// Ends session `sid`, if open: its refresh token and every access token of it stop working,
     /// on every instance. Returns its user.
     pub async fn end(&self, sid: Uuid, reason: &str) -> Result<Option<String>, Unavailable> {
-        self.open.forget(sid);
         let ended = sqlx::query_scalar(
             "WITH ended AS (
                 UPDATE sessions SET ended_at = now(), end_reason = $2
@@ -265,6 +264,8 @@ impl Sessions {
         .bind(ENDED)
         .fetch_optional(&self.db)
         .await?;
+        // Here at once, without waiting for the notification: it also stops a check that read
+        // the session as open before the end from remembering it.
         self.open.forget(sid);
         Ok(ended)
     }
