@@ -137,10 +137,7 @@ impl Tokens {
     /// The claims of a token this gateway signed, with a key it still has, that has not expired.
     /// It does not know whether the session is still open: [`crate::sessions`] does.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut verified = self.verified();
         if let Some(claims) = verified.get(token) {
             // The same leeway as the validation's.
             if claims.exp + self.validation.leeway >= now() {
@@ -151,15 +148,18 @@ impl Tokens {
         }
         drop(verified);
         let claims = self.check(token)?;
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut verified = self.verified();
         if verified.len() >= VERIFIED_AT_MOST {
             verified.clear();
         }
         verified.insert(token.into(), claims.clone());
         Ok(claims)
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Claims>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Verifies `token` from scratch: its signature, claims and scope.
