@@ -245,7 +245,11 @@ impl<H: Handler> Consumer<H> {
             while batch.len() < self.config.batch_size {
                 match subscription.next().now_or_never() {
                     Some(Ok(delivery)) => batch.push(delivery),
-                    Some(Err(_)) | None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "receiving failed; handling what arrived");
+                        break;
+                    }
+                    None => break,
                 }
             }
             self.process_batch(&mut *subscription, &batch).await;
