@@ -230,7 +230,10 @@ impl<H: Handler> Consumer<H> {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         loop {
             let delivery = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => {
+                    subscription.close().await;
+                    return Ok(());
+                }
                 next = subscription.next() => next,
             };
             match delivery {

@@ -235,3 +235,43 @@ async fn browsing_reads_everything_and_moves_no_group() {
     expected.sort();
     assert_eq!(payloads, expected);
 }
+
+/// A service stops while its broker hangs, and a runtime that drops its subscriptions at its end
+/// does not hang with it: leaving a group waits for the broker, but briefly, and never on the
+/// caller's thread.
+#[tokio::test]
+async fn a_subscription_closes_or_is_dropped_promptly_while_the_broker_hangs() {
+    const PROMPTLY: Duration = Duration::from_secs(20);
+    let (broker, config) = testing::dedicated_broker();
+    let bus = oms_saga::bus::connect(&config).expect("bus");
+    let topic = topic(bus.as_ref(), 1).await;
+    bus.publish(vec![message(&topic, "k", 0)])
+        .await
+        .expect("publish");
+    // Each a member of a group, with an acked message: each has a group to leave and an offset
+    // to hand on.
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let mut member = bus
+            .subscribe(&testing::unique("group"), std::slice::from_ref(&topic))
+            .await
+            .expect("subscribe");
+        let delivery = next(&mut member).await;
+        member.ack(&delivery).await.expect("ack");
+        members.push(member);
+    }
+    let (dropped, closed) = (members.pop().expect("two"), members.pop().expect("two"));
+
+    broker.pause();
+    timeout(PROMPTLY, closed.close())
+        .await
+        .expect("a subscription closes within 20 s although its broker does not answer");
+    // A drop that blocked would block this thread, and the timeout with it: time it instead.
+    let dropping = std::time::Instant::now();
+    drop(dropped);
+    assert!(
+        dropping.elapsed() < PROMPTLY,
+        "dropping a subscription took {:?} while its broker did not answer",
+        dropping.elapsed()
+    );
+}

@@ -100,7 +100,7 @@ impl KafkaBus {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(bus_err("subscribe"))?;
         Ok(Box::new(KafkaSubscription {
-            consumer,
+            consumer: Some(consumer),
             ends: Default::default(),
             producer: self.producer.clone(),
         }))
@@ -288,7 +288,8 @@ impl EventBus for KafkaBus {
 }
 
 struct KafkaSubscription {
-    consumer: StreamConsumer,
+    /// Taken only to be closed, by `close` or on drop.
+    consumer: Option<StreamConsumer>,
     /// The end offset of each partition, as last fetched, and when; for [`Delivery::behind`].
     ends: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), PartitionEnd>>>,
     /// Asks for end offsets: a client outside the group, so that a fetch still in flight never
@@ -344,11 +345,49 @@ impl KafkaSubscription {
     }
 }
 
+/// How long `close` waits for the broker to confirm that the member left.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Closes `consumer` on a thread of its own, and tells when it is closed. Closing commits the
+/// stored offsets and leaves the group, and librdkafka waits for the broker to answer, without
+/// limit (rust-rdkafka #509): on a runtime's thread, a broker that hangs would stall every task
+/// of the runtime, and its shutdown. A plain thread, not a blocking task, since the runtime
+/// waits for those when it shuts down.
+fn close_apart(consumer: StreamConsumer) -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to close a consumer on; it closes here");
+    }
+    done
+}
+
+impl KafkaSubscription {
+    fn consumer(&self) -> &StreamConsumer {
+        self.consumer
+            .as_ref()
+            .expect("a subscription's consumer is taken only when it closes")
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            close_apart(consumer);
+        }
+    }
+}
+
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Result<Delivery> {
         let message = loop {
-            match self.consumer.recv().await {
+            match self.consumer().recv().await {
                 Ok(message) => break message,
                 // A subscribed topic that does not exist yet is waited for, not an error: the
                 // producing service creates it when it starts.
@@ -392,8 +431,21 @@ impl Subscription for KafkaSubscription {
             Offset::Offset(delivery.offset + 1),
         )
         .map_err(bus_err("ack"))?;
-        self.consumer
+        self.consumer()
             .store_offsets(&list)
             .map_err(bus_err("store offset"))
+    }
+
+    async fn close(mut self: Box<Self>) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        if tokio::time::timeout(CLOSE_WAIT, close_apart(consumer))
+            .await
+            .is_err()
+        {
+            tracing::warn!(wait = ?CLOSE_WAIT, "the broker did not confirm that the consumer left; \
+                what it acked since the last commit may come again, to the group's next member");
+        }
     }
 }

@@ -121,6 +121,11 @@ pub trait Subscription: Send {
 
     /// Marks `delivery`, and everything before it on its partition, as done for the group.
     async fn ack(&mut self, delivery: &Delivery) -> Result<()>;
+
+    /// Leaves the group, handing on what was acked, and waits a few seconds at most for the
+    /// broker to confirm. Dropping a subscription leaves too, in the background: neither ever
+    /// holds up the caller's thread for a broker that does not answer.
+    async fn close(self: Box<Self>) {}
 }
 
 /// Connects to the configured bus.
