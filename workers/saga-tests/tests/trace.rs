@@ -54,6 +54,16 @@ fn holds(trace: &[Value], (services, kind_, name): &(&[&str], &str, &str)) -> bo
         .any(|s| services.contains(&service(s)) && kind(s) == *kind_ && s["name"] == *name)
 }
 
+/// The spans of `trace` whose parent is not in it.
+fn roots(trace: &[Value]) -> Vec<&Value> {
+    let ids: std::collections::HashSet<&str> =
+        trace.iter().filter_map(|s| s["id"].as_str()).collect();
+    trace
+        .iter()
+        .filter(|s| !s["parentId"].as_str().is_some_and(|p| ids.contains(p)))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placed_order_is_one_trace_across_every_service() {
     let zipkin = ZipkinReceiver::start().await;
@@ -64,23 +74,26 @@ async fn a_placed_order_is_one_trace_across_every_service() {
     stack.wait_for(id, "RESERVED").await;
     stack.wait_for_notices(id, &["PLACED", "RESERVED"]).await;
 
-    let trace = testing::eventually(SETTLE, "every service's spans of the order", || async {
-        let trace = order_trace(&zipkin.spans())?;
-        EXPECTED
-            .iter()
-            .all(|expected| holds(&trace, expected))
-            .then_some(trace)
-    })
+    // Each service exports its spans on its own schedule, so a child may arrive before its
+    // parent: the trace is read once every span's parent but one, the root's, has arrived too.
+    let trace = testing::eventually(
+        SETTLE,
+        "every service's spans of the order, in one tree",
+        || async {
+            let trace = order_trace(&zipkin.spans())?;
+            (EXPECTED.iter().all(|expected| holds(&trace, expected)) && roots(&trace).len() == 1)
+                .then_some(trace)
+        },
+    )
     .await;
 
-    // One tree: a single root, the gateway's span, and every other span's parent in the trace.
+    // Its root is the gateway's span.
     let by_id: HashMap<&str, &Value> = trace
         .iter()
         .map(|s| (s["id"].as_str().expect("span id"), s))
         .collect();
     let parent = |s: &Value| s["parentId"].as_str().and_then(|p| by_id.get(p).copied());
-    let roots: Vec<&Value> = trace.iter().filter(|s| parent(s).is_none()).collect();
-    assert_eq!(roots.len(), 1, "one root: {roots:#?}");
+    let roots = roots(&trace);
     assert_eq!(
         (service(roots[0]), kind(roots[0])),
         ("gateway", "SERVER"),
