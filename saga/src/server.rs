@@ -147,7 +147,15 @@ async fn traced(State(tracer): State<Tracer>, mut request: Request, next: Next) 
 pub struct Readiness {
     database: Option<sqlx::PgPool>,
     bus: Option<std::sync::Arc<dyn crate::bus::EventBus>>,
-    registry: Option<String>,
+    registry: Option<RegistryCheck>,
+}
+
+/// The registry's address, and a client made once: making one loads the system's certificate
+/// store, which took nearly half of an idle worker's CPU when every check made its own.
+#[derive(Clone)]
+struct RegistryCheck {
+    url: String,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -155,7 +163,7 @@ impl std::fmt::Debug for Readiness {
         f.debug_struct("Readiness")
             .field("database", &self.database.is_some())
             .field("bus", &self.bus.is_some())
-            .field("registry", &self.registry)
+            .field("registry", &self.registry.as_ref().map(|r| &r.url))
             .finish()
     }
 }
@@ -185,7 +193,10 @@ impl Readiness {
 
     /// The schema registry at `url`.
     pub fn registry(mut self, url: impl Into<String>) -> Self {
-        self.registry = Some(url.into());
+        self.registry = Some(RegistryCheck {
+            url: url.into(),
+            http: reqwest::Client::new(),
+        });
         self
     }
 
@@ -216,7 +227,7 @@ impl Readiness {
         };
         let registry = async {
             match &self.registry {
-                Some(url) => Some(bounded(registry_answers(url)).await),
+                Some(registry) => Some(bounded(registry.answers()).await),
                 None => None,
             }
         };
@@ -272,16 +283,19 @@ impl Readiness {
     }
 }
 
-async fn registry_answers(url: &str) -> Check {
-    let answer = reqwest::Client::new()
-        .get(format!("{}/subjects", url.trim_end_matches('/')))
-        .timeout(CHECK_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if answer.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", answer.status()))
+impl RegistryCheck {
+    async fn answers(&self) -> Check {
+        let answer = self
+            .http
+            .get(format!("{}/subjects", self.url.trim_end_matches('/')))
+            .timeout(CHECK_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", answer.status()))
+        }
     }
 }
