@@ -118,6 +118,7 @@ impl Relay {
         let backoff = || crate::retry::backoff(Duration::from_millis(50), Duration::from_secs(5));
         let mut delays = backoff();
         let mut topics_ready = self.topics.is_empty();
+        let mut idle = false;
         let mut sampled = std::time::Instant::now() - BACKLOG_SAMPLE;
         loop {
             if sampled.elapsed() >= BACKLOG_SAMPLE {
@@ -130,8 +131,9 @@ impl Relay {
             // back, and the rows go out again (at least once) after the restart.
             let step = tokio::select! {
                 _ = &mut shutdown => return,
-                step = self.step(&mut topics_ready) => step,
+                step = self.step(&mut topics_ready, idle) => step,
             };
+            idle = matches!(step, Ok(0));
             let wait = match step {
                 Ok(n) if n as i64 >= self.config.batch_size => Duration::ZERO,
                 Ok(_) => {
@@ -152,11 +154,23 @@ impl Relay {
         }
     }
 
-    /// Creates the topics first if that has not succeeded yet, then relays one batch.
-    async fn step(&self, topics_ready: &mut bool) -> Result<usize> {
+    /// Creates the topics first if that has not succeeded yet, then relays one batch. When the
+    /// last step found nothing, it first asks, in one statement outside a transaction, whether
+    /// anything waits: an idle relay polls a hundred times a second, and relaying takes four.
+    async fn step(&self, topics_ready: &mut bool, idle: bool) -> Result<usize> {
         if !*topics_ready {
             self.bus.ensure_topics(&self.topics).await?;
             *topics_ready = true;
+        }
+        if idle {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if !waiting {
+                return Ok(0);
+            }
         }
         self.relay_once().await
     }
