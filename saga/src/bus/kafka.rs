@@ -307,6 +307,12 @@ struct PartitionEnd {
 const END_REFRESH: Duration = Duration::from_secs(5);
 
 impl KafkaSubscription {
+    fn consumer(&self) -> &StreamConsumer {
+        self.consumer
+            .as_ref()
+            .expect("a subscription's consumer is taken only when it closes")
+    }
+
     /// How many messages of the partition follow `offset`, as far as its end offset (fetched in
     /// the background, at most every few seconds, since asking blocks on a round trip) tells.
     fn behind(&self, topic: &str, partition: i32, offset: i64) -> Option<u64> {
@@ -365,14 +371,6 @@ fn close_apart(consumer: StreamConsumer) -> tokio::sync::oneshot::Receiver<()> {
         tracing::warn!(error = %e, "no thread to close a consumer on; it closes here");
     }
     done
-}
-
-impl KafkaSubscription {
-    fn consumer(&self) -> &StreamConsumer {
-        self.consumer
-            .as_ref()
-            .expect("a subscription's consumer is taken only when it closes")
-    }
 }
 
 impl Drop for KafkaSubscription {
