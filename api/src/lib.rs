@@ -29,6 +29,7 @@ use oms_saga::{
     consumer::Consumer,
     event::{Event, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox::Relay,
+    schedule::Wake,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,8 @@ pub async fn run(
 
     // In the background until shutdown: the relay, the order counts, the timeline's consumer.
     let stop = CancellationToken::new();
+    // What a request commits is relayed at once.
+    let wake = Wake::default();
     let relay = Relay::new(
         pool.clone(),
         bus.clone(),
@@ -75,7 +78,8 @@ pub async fn run(
     .ensuring(vec![TopicSpec::new(
         &config.topics.orders,
         config.topics.partitions,
-    )]);
+    )])
+    .woken_by(&wake);
     let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
     let stats = stats::OrderStats {
         pool: pool.clone(),
@@ -83,6 +87,7 @@ pub async fn run(
     };
     let stats = tokio::spawn(oms_saga::schedule::run(
         Arc::new(stats),
+        wake.clone(),
         stop.clone().cancelled_owned(),
     ));
     let timeline = config.timeline.enabled.then(|| {
@@ -100,7 +105,7 @@ pub async fn run(
     let availability = availability::Availability::new(&config.availability)
         .map_err(|e| oms_saga::Error::Config(format!("availability: {e}")))?;
     let state = Arc::new(http::AppState {
-        store: store::Store::new(pool.clone(), config.topics.orders.clone()),
+        store: store::Store::new(pool.clone(), config.topics.orders.clone()).waking(wake),
         cache,
         availability,
         ready: oms_saga::server::Readiness::database(pool)

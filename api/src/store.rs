@@ -4,6 +4,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
     event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox,
+    schedule::Wake,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -102,11 +103,22 @@ pub struct ListQuery {
 pub struct Store {
     pool: PgPool,
     orders_topic: String,
+    wake: Wake,
 }
 
 impl Store {
     pub fn new(pool: PgPool, orders_topic: String) -> Self {
-        Self { pool, orders_topic }
+        Self {
+            pool,
+            orders_topic,
+            wake: Wake::default(),
+        }
+    }
+
+    /// Wakes `wake` (the outbox relay's) when a change and its events commit.
+    pub fn waking(mut self, wake: Wake) -> Self {
+        self.wake = wake;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -176,6 +188,7 @@ impl Store {
         let order = Order::try_from(row)?;
         outbox::enqueue(&mut tx, &record).await?;
         tx.commit().await?;
+        self.wake.wake();
         Ok((order, false))
     }
 
@@ -238,6 +251,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let order = change_status_in(&mut tx, &self.orders_topic, id, to, reason, origin).await?;
         tx.commit().await?;
+        self.wake.wake();
         Ok(order)
     }
 }

@@ -35,6 +35,7 @@ use crate::{
     Error, Result,
     bus::{Delivery, EventBus, Message, Subscription},
     event::{Codec, Event, EventRecord, header},
+    schedule::Wake,
     trace::{Span, Tracer},
 };
 
@@ -181,6 +182,7 @@ pub struct Consumer<H> {
     handler: H,
     config: ConsumerConfig,
     tracer: Tracer,
+    wake: Wake,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -206,7 +208,15 @@ impl<H: Handler> Consumer<H> {
             handler,
             config,
             tracer: Tracer::silent("consumer"),
+            wake: Wake::default(),
         }
+    }
+
+    /// Wakes `wake` whenever handled events commit: what they wrote (events in the outbox,
+    /// work for a job) is then taken up at once.
+    pub fn waking(mut self, wake: Wake) -> Self {
+        self.wake = wake;
+        self
     }
 
     /// Handles each delivery in a consumer span of `tracer`'s, a child of the publishing span;
@@ -462,6 +472,9 @@ impl<H: Handler> Consumer<H> {
             }
         }
         tx.commit().await.map_err(at_start)?;
+        if outcomes.contains(&Outcome::Handled) {
+            self.wake.wake();
+        }
         for (record, outcome) in records.iter().zip(&outcomes) {
             if *outcome == Outcome::Handled {
                 self.handler.after_commit(record).await;

@@ -22,6 +22,7 @@ use crate::{
     Result,
     bus::{EventBus, TopicSpec},
     event::{Codec, EventRecord},
+    schedule::Wake,
     trace::Tracer,
 };
 
@@ -50,7 +51,8 @@ pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()
 pub struct RelayConfig {
     /// Rows published per broker round trip.
     pub batch_size: i64,
-    /// How long an idle relay waits before looking again.
+    /// How long an idle relay waits before looking again, unless a commit in its own process
+    /// wakes it first: the bound on how long events written by other processes wait.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
 }
@@ -79,6 +81,7 @@ pub struct Relay {
     /// Topics to create before the first publish.
     topics: Vec<TopicSpec>,
     tracer: Tracer,
+    wake: Wake,
 }
 
 impl Relay {
@@ -95,7 +98,14 @@ impl Relay {
             config,
             topics: Vec::new(),
             tracer: Tracer::silent("relay"),
+            wake: Wake::default(),
         }
+    }
+
+    /// Looks for events at once when `wake` is woken, not only every poll interval.
+    pub fn woken_by(mut self, wake: &Wake) -> Self {
+        self.wake = wake.clone();
+        self
     }
 
     /// Makes a producer span of `tracer`'s for each event published, a child of the span that
@@ -120,6 +130,7 @@ impl Relay {
         let mut topics_ready = self.topics.is_empty();
         let mut idle = false;
         let mut sampled = std::time::Instant::now() - BACKLOG_SAMPLE;
+        let mut listener = self.wake.listen();
         loop {
             if sampled.elapsed() >= BACKLOG_SAMPLE {
                 sampled = std::time::Instant::now();
@@ -127,6 +138,7 @@ impl Relay {
                     tracing::debug!(error = %e, "cannot measure the outbox backlog");
                 }
             }
+            listener.looking();
             // Shutdown may interrupt a publish that waits on a dead broker: the transaction rolls
             // back, and the rows go out again (at least once) after the restart.
             let step = tokio::select! {
@@ -134,23 +146,28 @@ impl Relay {
                 step = self.step(&mut topics_ready, idle) => step,
             };
             idle = matches!(step, Ok(0));
-            let wait = match step {
-                Ok(n) if n as i64 >= self.config.batch_size => Duration::ZERO,
+            let woken = match step {
+                Ok(n) if n as i64 >= self.config.batch_size => false,
                 Ok(_) => {
                     delays = backoff();
-                    self.config.poll_interval
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        woken = listener.sleep(self.config.poll_interval) => woken,
+                    }
                 }
+                // A wake does not cut a backoff short: commits go on while the broker is away.
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, retry_in = ?delay, "outbox relay failed; will retry");
                     metrics::counter!("oms_outbox_relay_errors_total").increment(1);
-                    delay
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(delay) => false,
+                    }
                 }
             };
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+            // Woken, it knows that events wait.
+            idle &= !woken;
         }
     }
 

@@ -3,10 +3,16 @@
 //! repeats it until shutdown. Rounds that found work run again at once (there may be more);
 //! idle rounds wait the interval; failing rounds back off and never end the loop. Jobs claim their
 //! rows with `FOR UPDATE SKIP LOCKED`, so any number of instances may run the same job.
+//!
+//! A service's [`Wake`] shortens the waits of its polling loops (the outbox relay, the jobs that
+//! ask for it): whatever commits work for them in the same process (a request, a consumer's
+//! batch, a job's round) wakes them at once, instead of leaving it for their next look. Polling
+//! stays, for what other processes write; a wake only ends a wait early.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::service::BoxError;
 
@@ -20,35 +26,194 @@ pub trait Periodic: std::fmt::Debug + Send + Sync + 'static {
 
     /// Does what is due now, in bounded batches; returns how many items it handled.
     async fn round(&self) -> Result<usize, BoxError>;
+
+    /// Whether its service's [`Wake`] starts a round at once: for a job whose work the
+    /// service's commits create as they happen, rather than a clock.
+    fn woken(&self) -> bool {
+        false
+    }
 }
 
-/// Runs `job` until `shutdown` resolves. A round in progress finishes first.
-pub async fn run(job: Arc<dyn Periodic>, shutdown: impl Future<Output = ()> + Send) {
+/// Tells a service's polling loops that a commit gave them work. Cloned into whatever commits;
+/// each loop listens with [`Wake::listen`].
+#[derive(Debug, Clone)]
+pub struct Wake(watch::Sender<()>);
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self(watch::channel(()).0)
+    }
+}
+
+impl Wake {
+    /// Ends the current wait of every listener, or its next one if it is busy.
+    pub fn wake(&self) {
+        self.0.send_replace(());
+    }
+
+    pub fn listen(&self) -> Listener {
+        Listener(self.0.subscribe())
+    }
+}
+
+/// A polling loop's side of a [`Wake`].
+#[derive(Debug)]
+pub struct Listener(watch::Receiver<()>);
+
+impl Listener {
+    /// Forgets the wakes so far: the loop is about to look anyway.
+    pub fn looking(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Waits `wait`, or less if woken since [`Listener::looking`]; says whether it was woken.
+    pub async fn sleep(&mut self, wait: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            Ok(()) = self.0.changed() => true,
+        }
+    }
+}
+
+/// Runs `job` until `shutdown` resolves. A round in progress finishes first. A round that
+/// handled something wakes the service's other loops (it may have written events); a job that
+/// is [`Periodic::woken`] waits its interval only until `wake` says there is work. A failing
+/// job's backoff is never cut short.
+pub async fn run(job: Arc<dyn Periodic>, wake: Wake, shutdown: impl Future<Output = ()> + Send) {
     tokio::pin!(shutdown);
     let backoff = || crate::retry::backoff(job.interval(), Duration::from_secs(30));
     let mut failures = backoff();
+    let mut listener = job.woken().then(|| wake.listen());
     loop {
+        if let Some(listener) = &mut listener {
+            listener.looking();
+        }
         let wait = match job.round().await {
             Ok(handled) => {
                 failures = backoff();
                 if handled == 0 {
-                    job.interval()
+                    Ok(job.interval())
                 } else {
                     metrics::counter!("oms_periodic_items_total", "job" => job.name())
                         .increment(handled as u64);
-                    Duration::ZERO
+                    wake.wake();
+                    Ok(Duration::ZERO)
                 }
             }
             Err(e) => {
                 let delay = failures.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(job = job.name(), error = %e, retry_in = ?delay, "periodic job failed");
                 metrics::counter!("oms_periodic_failures_total", "job" => job.name()).increment(1);
-                delay
+                Err(delay)
+            }
+        };
+        let waited = async {
+            match (wait, &mut listener) {
+                (Ok(wait), Some(listener)) => {
+                    listener.sleep(wait).await;
+                }
+                (Ok(wait) | Err(wait), _) => tokio::time::sleep(wait).await,
             }
         };
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = waited => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A job on a ten-minute clock that counts its rounds and handles `handles` items in each.
+    #[derive(Debug)]
+    struct Counting {
+        rounds: AtomicUsize,
+        woken: bool,
+        handles: usize,
+    }
+
+    #[async_trait]
+    impl Periodic for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn interval(&self) -> Duration {
+            Duration::from_secs(600)
+        }
+        async fn round(&self) -> Result<usize, BoxError> {
+            let round = self.rounds.fetch_add(1, Ordering::SeqCst);
+            // Only the first round finds work, or the job would never go idle.
+            Ok(if round == 0 { self.handles } else { 0 })
+        }
+        fn woken(&self) -> bool {
+            self.woken
+        }
+    }
+
+    fn start(woken: bool, handles: usize, wake: &Wake, stop: &CancellationToken) -> Arc<Counting> {
+        let job = Arc::new(Counting {
+            rounds: AtomicUsize::new(0),
+            woken,
+            handles,
+        });
+        tokio::spawn(run(
+            job.clone(),
+            wake.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        job
+    }
+
+    /// Waits up to 10 s for `job` to have run `rounds` rounds.
+    async fn rounds(job: &Counting, rounds: usize) {
+        for _ in 0..1000 {
+            if job.rounds.load(Ordering::SeqCst) >= rounds {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{rounds} rounds were not run within 10 s");
+    }
+
+    #[tokio::test]
+    async fn a_wake_starts_a_round_of_a_woken_job_only() {
+        let wake = Wake::default();
+        let stop = CancellationToken::new();
+        let woken = start(true, 0, &wake, &stop);
+        let clocked = start(false, 0, &wake, &stop);
+        rounds(&woken, 1).await;
+        rounds(&clocked, 1).await;
+
+        wake.wake();
+        rounds(&woken, 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            clocked.rounds.load(Ordering::SeqCst),
+            1,
+            "a job that did not ask to be woken waits for its clock"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_round_that_handled_something_wakes_the_other_loops() {
+        let wake = Wake::default();
+        let mut listener = wake.listen();
+        listener.looking();
+        let stop = CancellationToken::new();
+        let job = start(false, 3, &wake, &stop);
+        assert!(
+            listener.sleep(Duration::from_secs(10)).await,
+            "the round's work woke the listener"
+        );
+        // It went on at once, found nothing, and waits for its clock.
+        rounds(&job, 2).await;
+        stop.cancel();
     }
 }

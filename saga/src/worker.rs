@@ -1,6 +1,7 @@
 //! Running a saga worker, written once: its consumer, its outbox relay and its periodic jobs in
 //! the background, its HTTP side in front, all stopped together. A worker supplies its handler,
-//! its jobs and its routes.
+//! its jobs and its routes. One [`Wake`] joins them: what the consumer or a job commits is
+//! relayed (and sent, for a job that asks to be woken) without waiting for a poll.
 
 use std::{future::Future, sync::Arc};
 
@@ -15,7 +16,7 @@ use crate::{
     config::BusConfig,
     consumer::{Consumer, ConsumerConfig, Handler},
     outbox::{Relay, RelayConfig},
-    schedule::{self, Periodic},
+    schedule::{self, Periodic, Wake},
     trace::Tracer,
 };
 
@@ -73,16 +74,23 @@ impl<H: Handler + 'static> Worker<'_, H> {
         avro::register(&bus_config.registry, &output.topic.name, output.event_types).await?;
         let codec = Arc::new(avro::AvroCodec::new(&bus_config.registry)?);
         let stop = CancellationToken::new();
+        let wake = Wake::default();
         let relay = Relay::new(pool.clone(), bus.clone(), codec.clone(), relay)
             .traced(tracer.clone())
-            .ensuring(vec![output.topic]);
+            .ensuring(vec![output.topic])
+            .woken_by(&wake);
         let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
         let group = consumer.group.clone();
-        let consumer = Consumer::new(pool, bus, codec, handler, consumer).traced(tracer);
+        let consumer = Consumer::new(pool, bus, codec, handler, consumer)
+            .traced(tracer)
+            .waking(wake.clone());
         let consumer = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
         let periodic: Vec<_> = periodic
             .into_iter()
-            .map(|job| tokio::spawn(schedule::run(job, stop.clone().cancelled_owned())))
+            .map(|job| {
+                let stopped = stop.clone().cancelled_owned();
+                tokio::spawn(schedule::run(job, wake.clone(), stopped))
+            })
             .collect();
 
         tracing::info!(addr = ?listener.local_addr().ok(), %group, "worker running");

@@ -15,6 +15,7 @@ use oms_saga::{
     config::BusKind,
     consumer::{self, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
     event::{Event, EventRecord, JsonCodec},
+    schedule::Wake,
     testing::{self, TestDatabase},
 };
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,8 @@ struct Fixture {
     topic: String,
     recorder: Arc<Recorder>,
     group: String,
+    /// What the consumers wake when they commit.
+    wake: Wake,
 }
 
 impl Fixture {
@@ -106,6 +109,7 @@ impl Fixture {
             topic,
             recorder: Arc::default(),
             group: testing::unique("worker"),
+            wake: Wake::default(),
         }
     }
 
@@ -130,7 +134,8 @@ impl Fixture {
             Arc::new(JsonCodec),
             self.recorder.clone(),
             config,
-        );
+        )
+        .waking(self.wake.clone());
         let stop = CancellationToken::new();
         (
             stop.clone(),
@@ -176,11 +181,16 @@ impl Fixture {
 #[tokio::test]
 async fn a_redelivered_or_duplicated_event_changes_nothing() {
     let fx = Fixture::new().await;
+    let mut relay = fx.wake.listen();
     let a = fx.task("a", "ok");
     let b = fx.task("b", "ok");
     fx.publish(&[&a, &a, &b]).await;
     let (stop, task) = fx.start();
     fx.wait_for_effects(&["a", "b"]).await;
+    assert!(
+        relay.sleep(Duration::from_secs(10)).await,
+        "what the handled events committed wakes the service's loops"
+    );
     stop.cancel();
     task.await.expect("join").expect("consumer");
 

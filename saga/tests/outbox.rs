@@ -6,6 +6,7 @@ use oms_saga::{
     bus::{self, Delivery, TopicSpec},
     event::{Event, EventRecord, JsonCodec},
     outbox::{self, Relay, RelayConfig},
+    schedule::Wake,
     testing,
 };
 use serde::{Deserialize, Serialize};
@@ -173,4 +174,47 @@ async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_pause
         1,
         "the interrupted event waits for the next relay"
     );
+}
+
+#[tokio::test]
+async fn a_woken_relay_publishes_at_once_and_an_unwoken_one_waits_for_its_poll() {
+    let db = testing::database(&MIGRATOR).await;
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::unique("outbox");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .expect("topic");
+    let wake = Wake::default();
+    let stop = CancellationToken::new();
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(600),
+        ..RelayConfig::default()
+    };
+    let relay =
+        Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config).woken_by(&wake);
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+
+    enqueue(&db.pool, &topic, "o", 1).await;
+    wake.wake();
+    all_sent(&db.pool, Duration::from_secs(30)).await;
+    // Whatever look that wake still causes is over; the relay now waits its ten minutes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    enqueue(&db.pool, &topic, "o", 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        unpublished(&db.pool).await,
+        1,
+        "unwoken, the relay waits for its next poll"
+    );
+    wake.wake();
+    all_sent(&db.pool, Duration::from_secs(10)).await;
+    let delivered = testing::consume_events(bus.as_ref(), &topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(
+        steps(&delivered).await,
+        [("o".to_owned(), 1), ("o".to_owned(), 2)]
+    );
+
+    stop.cancel();
+    task.await.expect("relay stops on shutdown");
 }

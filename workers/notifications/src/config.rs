@@ -37,7 +37,8 @@ pub struct NotificationsConfig {
 pub struct SendingConfig {
     /// Notifications claimed per round.
     pub batch_size: i64,
-    /// How long an idle sender waits before looking again.
+    /// How long an idle sender waits before looking again, unless the consumer's commit of new
+    /// notifications wakes it first.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
 }

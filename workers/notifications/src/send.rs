@@ -86,6 +86,11 @@ impl Periodic for Dispatch {
         self.config.poll_interval
     }
 
+    /// Notifications wait from the consumer's commit: it wakes the round that sends them.
+    fn woken(&self) -> bool {
+        true
+    }
+
     async fn round(&self) -> Result<usize, BoxError> {
         // The claim commits on its own: from here on, these are never sent again.
         let mut claimed: Vec<(Notification, Uuid, Option<String>)> =
