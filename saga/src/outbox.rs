@@ -28,19 +28,33 @@ use crate::{
 
 /// Writes `record` to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()> {
+    enqueue_all(conn, std::slice::from_ref(record)).await
+}
+
+/// Writes `records`, in their order, to the outbox inside the caller's transaction, in one
+/// statement.
+pub async fn enqueue_all(conn: &mut PgConnection, records: &[EventRecord]) -> Result<()> {
+    fn column<'a, T>(records: &'a [EventRecord], field: impl Fn(&'a EventRecord) -> T) -> Vec<T> {
+        records.iter().map(field).collect()
+    }
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
-         correlation_id, causation_id, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         correlation_id, causation_id, traceparent) \
+         SELECT event_id, topic, message_key, event_type, payload, occurred_at, correlation_id, \
+         causation_id, traceparent FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+         $5::jsonb[], $6::timestamptz[], $7::uuid[], $8::uuid[], $9::text[]) WITH ORDINALITY \
+         AS e(event_id, topic, message_key, event_type, payload, occurred_at, correlation_id, \
+         causation_id, traceparent, n) ORDER BY n",
     )
-    .bind(record.event_id)
-    .bind(&record.topic)
-    .bind(&record.key)
-    .bind(&record.event_type)
-    .bind(&record.payload)
-    .bind(record.occurred_at)
-    .bind(record.correlation_id)
-    .bind(record.causation_id)
-    .bind(&record.traceparent)
+    .bind(column(records, |r| r.event_id))
+    .bind(column(records, |r| r.topic.as_str()))
+    .bind(column(records, |r| r.key.as_str()))
+    .bind(column(records, |r| r.event_type.as_str()))
+    .bind(column(records, |r| &r.payload))
+    .bind(column(records, |r| r.occurred_at))
+    .bind(column(records, |r| r.correlation_id))
+    .bind(column(records, |r| r.causation_id))
+    .bind(column(records, |r| r.traceparent.as_deref()))
     .execute(conn)
     .await?;
     Ok(())

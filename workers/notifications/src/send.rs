@@ -3,7 +3,8 @@
 //! leaves a notification SENDING, never sent twice: for a customer a missing message is better
 //! than a repeated one, and SENDING rows say exactly which messages may be missing. A sent
 //! notification becomes SENT and writes NotificationSent through the outbox; a refused one
-//! becomes FAILED with the sender's reason.
+//! becomes FAILED with the sender's reason. A round records these for all its notifications in
+//! one transaction, after sending them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -107,24 +108,20 @@ impl Periodic for Dispatch {
             .into_iter()
             .map(|row| (row.notification, row.correlation_id, row.traceparent))
             .collect();
+        if claimed.is_empty() {
+            return Ok(0);
+        }
         claimed.sort_by_key(|(n, ..)| (n.created_at, n.id));
+        let mut outcomes = Outcomes::default();
         for (notification, correlation_id, traceparent) in &claimed {
             let outcome = self.sender.send(notification).await;
             let result = if outcome.is_ok() { "sent" } else { "failed" };
             metrics::counter!("oms_notifications_total", "channel" => notification.channel.clone(), "outcome" => result)
                 .increment(1);
-            let mut tx = self.pool.begin().await?;
             match outcome {
                 Ok(()) => {
                     let at = Utc::now().trunc_subsecs(3);
-                    sqlx::query(
-                        "UPDATE notifications SET state = 'SENT', sent_at = $2 WHERE id = $1",
-                    )
-                    .bind(notification.id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                    let sent = NotificationSent {
+                    let told = NotificationSent {
                         notification_id: notification.id,
                         order_id: notification.order_id,
                         customer_id: notification.customer_id,
@@ -133,26 +130,70 @@ impl Periodic for Dispatch {
                         causation_id: notification.event_id,
                         at,
                     };
-                    let record = EventRecord::new(&self.topic, &sent)
-                        .correlated(*correlation_id)
-                        .caused_by(notification.event_id)
-                        .traced(traceparent.as_deref());
-                    outbox::enqueue(&mut tx, &record).await?;
+                    outcomes.sent.push(notification.id);
+                    outcomes.sent_at.push(at);
+                    outcomes.told.push(
+                        EventRecord::new(&self.topic, &told)
+                            .correlated(*correlation_id)
+                            .caused_by(notification.event_id)
+                            .traced(traceparent.as_deref()),
+                    );
                 }
                 Err(reason) => {
                     tracing::warn!(notification_id = %notification.id, %reason, "the sender refused a notification");
-                    sqlx::query(
-                        "UPDATE notifications SET state = 'FAILED', error = $2 WHERE id = $1",
-                    )
-                    .bind(notification.id)
-                    .bind(&reason)
-                    .execute(&mut *tx)
-                    .await?;
+                    outcomes.failed.push(notification.id);
+                    outcomes.reasons.push(reason);
                 }
             }
-            tx.commit().await?;
         }
+        outcomes.record(&self.pool).await?;
         Ok(claimed.len())
+    }
+}
+
+/// What became of a round's notifications, column by column as they are written.
+#[derive(Debug, Default)]
+struct Outcomes {
+    sent: Vec<Uuid>,
+    sent_at: Vec<DateTime<Utc>>,
+    /// The NotificationSent of each one sent.
+    told: Vec<EventRecord>,
+    failed: Vec<Uuid>,
+    reasons: Vec<String>,
+}
+
+impl Outcomes {
+    /// Writes them in one transaction: one commit a round, not one a notification. Until it
+    /// commits, the round's notifications stay SENDING, and a crash before it leaves them so:
+    /// never sent twice, and SENDING says which messages may be missing, as after a crash in
+    /// the middle of sending.
+    async fn record(&self, pool: &PgPool) -> Result<(), BoxError> {
+        let mut tx = pool.begin().await?;
+        if !self.sent.is_empty() {
+            sqlx::query(
+                "UPDATE notifications SET state = 'SENT', sent_at = s.at \
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS s(id, at) \
+                 WHERE notifications.id = s.id",
+            )
+            .bind(&self.sent)
+            .bind(&self.sent_at)
+            .execute(&mut *tx)
+            .await?;
+            outbox::enqueue_all(&mut tx, &self.told).await?;
+        }
+        if !self.failed.is_empty() {
+            sqlx::query(
+                "UPDATE notifications SET state = 'FAILED', error = f.error \
+                 FROM unnest($1::uuid[], $2::text[]) AS f(id, error) \
+                 WHERE notifications.id = f.id",
+            )
+            .bind(&self.failed)
+            .bind(&self.reasons)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Starts a real notification service for a test, with a sender that counts what it sends.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -17,13 +17,25 @@ use crate::{
     send::{Notification, Sender},
 };
 
-/// Counts the messages it is asked to send, per causing event.
+/// Counts the messages it is asked to send, per causing event; refuses those to the customers
+/// it is told to.
 #[derive(Debug, Default)]
 pub struct CountingSender {
     sent: Mutex<HashMap<Uuid, usize>>,
+    refused: Mutex<HashSet<Uuid>>,
 }
 
+/// Why [`CountingSender`] refuses a message.
+pub const REFUSAL: &str = "the customer's mailbox is full";
+
 impl CountingSender {
+    /// Refuses every message to `customer_id` from now on.
+    pub fn refuse(&self, customer_id: Uuid) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.insert(customer_id);
+        }
+    }
+
     /// How often a message was sent for `event_id`.
     pub fn sent_for(&self, event_id: Uuid) -> usize {
         self.sent
@@ -43,6 +55,14 @@ impl CountingSender {
 #[async_trait]
 impl Sender for CountingSender {
     async fn send(&self, n: &Notification) -> Result<(), String> {
+        if self
+            .refused
+            .lock()
+            .map_err(|e| e.to_string())?
+            .contains(&n.customer_id)
+        {
+            return Err(REFUSAL.into());
+        }
         let mut sent = self.sent.lock().map_err(|e| e.to_string())?;
         *sent.entry(n.event_id).or_default() += 1;
         Ok(())

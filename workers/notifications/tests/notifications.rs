@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use oms_notifications::testing::TestNotifications;
+use oms_notifications::testing::{REFUSAL, TestNotifications};
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
     consumer::{self, dlq_header},
@@ -144,6 +144,78 @@ async fn a_redelivered_event_is_told_once_and_its_sending_is_recorded_as_an_even
     let mut expected = vec![placed.event_id, reserved.event_id, paid.event_id];
     expected.sort();
     assert_eq!(causes, expected);
+}
+
+/// A round of sending records what became of each of its notifications: the refused one
+/// FAILED with the sender's reason and no NotificationSent, the others SENT and told.
+#[tokio::test]
+async fn a_refused_notification_is_failed_with_its_reason_and_the_others_are_sent() {
+    let fixture = Fixture::new().await;
+    let (refused, served) = (Uuid::new_v4(), Uuid::new_v4());
+    fixture.notifications.sender.refuse(refused);
+    let (a, b) = (fixture.placed(refused), fixture.placed(served));
+    let b_reserved = fixture.changed(&b, OrderStatus::Created, OrderStatus::Reserved);
+    fixture.publish(&[&a, &b, &b_reserved]).await;
+
+    let states = || async {
+        sqlx::query_as::<_, (Uuid, String, Option<String>, bool)>(
+            "SELECT customer_id, state, error, sent_at IS NOT NULL FROM notifications \
+             ORDER BY customer_id = $1, created_at",
+        )
+        .bind(refused)
+        .fetch_all(&fixture.notifications.db.pool)
+        .await
+        .expect("notifications")
+    };
+    let settled = testing::eventually(
+        Duration::from_secs(60),
+        "three settled notifications",
+        || async {
+            let rows = states().await;
+            (rows.len() == 3
+                && rows
+                    .iter()
+                    .all(|(_, state, ..)| state == "SENT" || state == "FAILED"))
+            .then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(
+        settled,
+        [
+            (served, "SENT".to_owned(), None, true),
+            (served, "SENT".to_owned(), None, true),
+            (
+                refused,
+                "FAILED".to_owned(),
+                Some(REFUSAL.to_owned()),
+                false
+            ),
+        ]
+    );
+
+    let told = testing::consume_events(
+        fixture.orders.bus.as_ref(),
+        &fixture.notifications.config.topic,
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut causes = Vec::new();
+    for delivery in &told {
+        let record = EventRecord::from_delivery(delivery, &fixture.orders.codec)
+            .await
+            .expect("decode");
+        let sent: NotificationSent = record.payload_as().expect("sent").expect("payload");
+        assert_eq!(sent.customer_id, served, "only what was sent is told");
+        causes.push(sent.causation_id);
+    }
+    assert_eq!(causes, [b.event_id, b_reserved.event_id], "told in order");
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&fixture.notifications.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(written, 2, "nothing is told of the refused one");
 }
 
 #[tokio::test]
