@@ -78,30 +78,50 @@ pub struct Entry {
     pub payload: serde_json::Value,
 }
 
-/// Records every event it is given.
+/// Records every event it is given; a batch of them in one statement.
 #[derive(Debug)]
 pub struct Recorder;
 
 #[async_trait]
 impl Handler for Recorder {
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
+        self.handle_all(tx, &[event]).await.map_err(|(_, e)| e)
+    }
+
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&EventRecord],
+    ) -> Result<(), (usize, HandlerError)> {
+        fn column<'a, T>(
+            events: &[&'a EventRecord],
+            field: impl Fn(&'a EventRecord) -> T,
+        ) -> Vec<T> {
+            events.iter().map(|e| field(e)).collect()
+        }
         sqlx::query(
             "INSERT INTO saga_events (event_id, order_key, event_type, topic, producer, \
              occurred_at, correlation_id, causation_id, trace_id, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING",
+             SELECT event_id, order_key, event_type, topic, producer, occurred_at, correlation_id, \
+             causation_id, trace_id, payload FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[], $7::uuid[], $8::uuid[], $9::text[], $10::jsonb[]) \
+             WITH ORDINALITY AS e(event_id, order_key, event_type, topic, producer, occurred_at, \
+             correlation_id, causation_id, trace_id, payload, n) ORDER BY n \
+             ON CONFLICT (event_id) DO NOTHING",
         )
-        .bind(event.event_id)
-        .bind(&event.key)
-        .bind(&event.event_type)
-        .bind(&event.topic)
-        .bind(event::producer_of(&event.event_type))
-        .bind(event.occurred_at)
-        .bind(event.correlation_id)
-        .bind(event.causation_id)
-        .bind(event.traceparent.as_deref().and_then(event::trace_id))
-        .bind(&event.payload)
+        .bind(column(events, |e| e.event_id))
+        .bind(column(events, |e| e.key.as_str()))
+        .bind(column(events, |e| e.event_type.as_str()))
+        .bind(column(events, |e| e.topic.as_str()))
+        .bind(column(events, |e| event::producer_of(&e.event_type)))
+        .bind(column(events, |e| e.occurred_at))
+        .bind(column(events, |e| e.correlation_id))
+        .bind(column(events, |e| e.causation_id))
+        .bind(column(events, |e| e.traceparent.as_deref().and_then(event::trace_id)))
+        .bind(column(events, |e| &e.payload))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| (0, e.into()))?;
         Ok(())
     }
 }

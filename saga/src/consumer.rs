@@ -97,6 +97,21 @@ pub trait Handler: Send + Sync {
     /// together with the inbox record.
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError>;
 
+    /// Applies the events of a batch that are new, in their order, on one transaction; on
+    /// failure, says how many of them went fine before the one that failed. One by one with
+    /// [`Handler::handle`] unless a handler knows better: one whose events each write a row of
+    /// their own may write them all in one statement (and say 0 went fine if it fails).
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&EventRecord],
+    ) -> Result<(), (usize, HandlerError)> {
+        for (fine, event) in events.iter().enumerate() {
+            self.handle(tx, event).await.map_err(|e| (fine, e))?;
+        }
+        Ok(())
+    }
+
     /// Runs after the transaction of a handled event committed, for effects outside the
     /// database (refreshing a cache). Best effort: it cannot undo the commit.
     async fn after_commit(&self, _event: &EventRecord) {}
@@ -107,6 +122,14 @@ pub trait Handler: Send + Sync {
 impl<H: Handler + ?Sized> Handler for Arc<H> {
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
         (**self).handle(tx, event).await
+    }
+
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&EventRecord],
+    ) -> Result<(), (usize, HandlerError)> {
+        (**self).handle_all(tx, events).await
     }
 
     async fn after_commit(&self, event: &EventRecord) {
@@ -460,17 +483,23 @@ impl<H: Handler> Consumer<H> {
         .into_iter()
         .collect();
         let mut outcomes = Vec::with_capacity(records.len());
-        for (fine, record) in records.iter().enumerate() {
+        // The new events, and where each is in `records`.
+        let mut new = Vec::with_capacity(records.len());
+        let mut at = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
             if first_time.remove(&record.event_id) {
-                self.handler
-                    .handle(&mut tx, record)
-                    .await
-                    .map_err(|e| (fine, e))?;
+                new.push(record);
+                at.push(i);
                 outcomes.push(Outcome::Handled);
             } else {
                 outcomes.push(Outcome::Duplicate);
             }
         }
+        self.handler
+            .handle_all(&mut tx, &new)
+            .await
+            // A handler that says more went fine than it was given is taken to have done none.
+            .map_err(|(fine, e)| (at.get(fine).copied().unwrap_or(0), e))?;
         tx.commit().await.map_err(at_start)?;
         if outcomes.contains(&Outcome::Handled) {
             self.wake.wake();

@@ -28,11 +28,27 @@ use crate::{
 
 /// Writes `record` to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()> {
-    enqueue_all(conn, std::slice::from_ref(record)).await
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
+         correlation_id, causation_id, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(record.event_id)
+    .bind(&record.topic)
+    .bind(&record.key)
+    .bind(&record.event_type)
+    .bind(&record.payload)
+    .bind(record.occurred_at)
+    .bind(record.correlation_id)
+    .bind(record.causation_id)
+    .bind(&record.traceparent)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Writes `records`, in their order, to the outbox inside the caller's transaction, in one
-/// statement.
+/// statement. For a single record [`enqueue`] is cheaper: PostgreSQL takes about twice as long
+/// over one row unnested from arrays as over one row of values.
 pub async fn enqueue_all(conn: &mut PgConnection, records: &[EventRecord]) -> Result<()> {
     fn column<'a, T>(records: &'a [EventRecord], field: impl Fn(&'a EventRecord) -> T) -> Vec<T> {
         records.iter().map(field).collect()

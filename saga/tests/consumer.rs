@@ -212,8 +212,9 @@ async fn a_redelivered_or_duplicated_event_changes_nothing() {
 
 /// Events that are waiting when the consumer starts arrive together. On Kafka they are applied
 /// in few transactions; on NATS a partition hands out one message at a time, so batches only
-/// gather several partitions. Either way a poison event among them changes nothing for the
-/// others: each is applied once, in order, and it goes to the dead letters alone.
+/// gather several partitions. Either way a poison event among them, and repeats before and
+/// after it, change nothing for the others: each is applied once, in order, and the poison
+/// event goes to the dead letters alone.
 #[tokio::test]
 async fn a_batch_with_a_poison_event_applies_the_others_once_and_in_order() {
     let fx = Fixture::new().await;
@@ -223,8 +224,13 @@ async fn a_batch_with_a_poison_event_applies_the_others_once_and_in_order() {
         .enumerate()
         .map(|(i, key)| fx.task(key, if i == 17 { "reject" } else { "ok" }))
         .collect();
-    fx.publish(&tasks.iter().chain(&tasks[30..]).collect::<Vec<_>>())
-        .await;
+    // Repeats before the poison event and after it.
+    let published: Vec<&EventRecord> = tasks[..5]
+        .iter()
+        .chain(&tasks)
+        .chain(&tasks[30..])
+        .collect();
+    fx.publish(&published).await;
     let (stop, task) = fx.start();
     let expected: Vec<&str> = keys
         .iter()
