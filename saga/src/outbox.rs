@@ -176,13 +176,15 @@ impl Relay {
                 step = self.step(&mut topics_ready, idle) => step,
             };
             idle = matches!(step, Ok(0));
-            let woken = match step {
-                Ok(n) if n as i64 >= self.config.batch_size => false,
+            match step {
+                Ok(n) if n as i64 >= self.config.batch_size => {}
+                // Woken or not, an idle relay asks first whether anything waits: not every
+                // commit that wakes it wrote events.
                 Ok(_) => {
                     delays = backoff();
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        woken = listener.sleep(self.config.poll_interval) => woken,
+                        _ = listener.sleep(self.config.poll_interval) => {}
                     }
                 }
                 // A wake does not cut a backoff short: commits go on while the broker is away.
@@ -192,12 +194,10 @@ impl Relay {
                     metrics::counter!("oms_outbox_relay_errors_total").increment(1);
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = tokio::time::sleep(delay) => false,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
-            };
-            // Woken, it knows that events wait.
-            idle &= !woken;
+            }
         }
     }
 

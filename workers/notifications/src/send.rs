@@ -118,6 +118,7 @@ impl Periodic for Dispatch {
             let result = if outcome.is_ok() { "sent" } else { "failed" };
             metrics::counter!("oms_notifications_total", "channel" => notification.channel.clone(), "outcome" => result)
                 .increment(1);
+            outcomes.ids.push(notification.id);
             match outcome {
                 Ok(()) => {
                     let at = Utc::now().trunc_subsecs(3);
@@ -130,8 +131,9 @@ impl Periodic for Dispatch {
                         causation_id: notification.event_id,
                         at,
                     };
-                    outcomes.sent.push(notification.id);
-                    outcomes.sent_at.push(at);
+                    outcomes.states.push("SENT");
+                    outcomes.sent_at.push(Some(at));
+                    outcomes.errors.push(None);
                     outcomes.told.push(
                         EventRecord::new(&self.topic, &told)
                             .correlated(*correlation_id)
@@ -141,8 +143,9 @@ impl Periodic for Dispatch {
                 }
                 Err(reason) => {
                     tracing::warn!(notification_id = %notification.id, %reason, "the sender refused a notification");
-                    outcomes.failed.push(notification.id);
-                    outcomes.reasons.push(reason);
+                    outcomes.states.push("FAILED");
+                    outcomes.sent_at.push(None);
+                    outcomes.errors.push(Some(reason));
                 }
             }
         }
@@ -151,15 +154,16 @@ impl Periodic for Dispatch {
     }
 }
 
-/// What became of a round's notifications, column by column as they are written.
+/// What became of a round's notifications, column by column as they are written: SENT at a
+/// time, or FAILED with the sender's reason.
 #[derive(Debug, Default)]
 struct Outcomes {
-    sent: Vec<Uuid>,
-    sent_at: Vec<DateTime<Utc>>,
+    ids: Vec<Uuid>,
+    states: Vec<&'static str>,
+    sent_at: Vec<Option<DateTime<Utc>>>,
+    errors: Vec<Option<String>>,
     /// The NotificationSent of each one sent.
     told: Vec<EventRecord>,
-    failed: Vec<Uuid>,
-    reasons: Vec<String>,
 }
 
 impl Outcomes {
@@ -169,28 +173,19 @@ impl Outcomes {
     /// the middle of sending.
     async fn record(&self, pool: &PgPool) -> Result<(), BoxError> {
         let mut tx = pool.begin().await?;
-        if !self.sent.is_empty() {
-            sqlx::query(
-                "UPDATE notifications SET state = 'SENT', sent_at = s.at \
-                 FROM unnest($1::uuid[], $2::timestamptz[]) AS s(id, at) \
-                 WHERE notifications.id = s.id",
-            )
-            .bind(&self.sent)
-            .bind(&self.sent_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE notifications SET state = o.state, sent_at = o.sent_at, error = o.error \
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[]) \
+             AS o(id, state, sent_at, error) WHERE notifications.id = o.id",
+        )
+        .bind(&self.ids)
+        .bind(&self.states)
+        .bind(&self.sent_at)
+        .bind(&self.errors)
+        .execute(&mut *tx)
+        .await?;
+        if !self.told.is_empty() {
             outbox::enqueue_all(&mut tx, &self.told).await?;
-        }
-        if !self.failed.is_empty() {
-            sqlx::query(
-                "UPDATE notifications SET state = 'FAILED', error = f.error \
-                 FROM unnest($1::uuid[], $2::text[]) AS f(id, error) \
-                 WHERE notifications.id = f.id",
-            )
-            .bind(&self.failed)
-            .bind(&self.reasons)
-            .execute(&mut *tx)
-            .await?;
         }
         tx.commit().await?;
         Ok(())

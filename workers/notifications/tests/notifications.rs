@@ -73,6 +73,26 @@ impl Fixture {
         EventRecord::new(&self.orders.topic, &changed).correlated(placed.correlation_id)
     }
 
+    /// The first `count` NotificationSent events on the service's topic, with their records.
+    async fn told(&self, count: usize) -> Vec<(EventRecord, NotificationSent)> {
+        let deliveries = testing::consume_events(
+            self.orders.bus.as_ref(),
+            &self.notifications.config.topic,
+            count,
+            Duration::from_secs(60),
+        )
+        .await;
+        let mut told = Vec::new();
+        for delivery in &deliveries {
+            let record = EventRecord::from_delivery(delivery, &self.orders.codec)
+                .await
+                .expect("decode");
+            let sent: NotificationSent = record.payload_as().expect("sent").expect("payload");
+            told.push((record, sent));
+        }
+        told
+    }
+
     async fn notices(&self, customer_id: Uuid, count: usize) -> Vec<Value> {
         let url = self
             .notifications
@@ -123,19 +143,8 @@ async fn a_redelivered_event_is_told_once_and_its_sending_is_recorded_as_an_even
     assert_eq!(sender.counts().len(), 3);
 
     // Each sending is on the notifications topic, caused by the event it told.
-    let sent = testing::consume_events(
-        fixture.orders.bus.as_ref(),
-        &fixture.notifications.config.topic,
-        3,
-        Duration::from_secs(60),
-    )
-    .await;
     let mut causes = Vec::new();
-    for delivery in &sent {
-        let record = EventRecord::from_delivery(delivery, &fixture.orders.codec)
-            .await
-            .expect("decode");
-        let told: NotificationSent = record.payload_as().expect("sent").expect("payload");
+    for (record, told) in fixture.told(3).await {
         assert_eq!(told.customer_id, customer);
         assert_eq!(record.correlation_id, placed.correlation_id);
         causes.push(told.causation_id);
@@ -194,19 +203,8 @@ async fn a_refused_notification_is_failed_with_its_reason_and_the_others_are_sen
         ]
     );
 
-    let told = testing::consume_events(
-        fixture.orders.bus.as_ref(),
-        &fixture.notifications.config.topic,
-        2,
-        Duration::from_secs(60),
-    )
-    .await;
     let mut causes = Vec::new();
-    for delivery in &told {
-        let record = EventRecord::from_delivery(delivery, &fixture.orders.codec)
-            .await
-            .expect("decode");
-        let sent: NotificationSent = record.payload_as().expect("sent").expect("payload");
+    for (_, sent) in fixture.told(2).await {
         assert_eq!(sent.customer_id, served, "only what was sent is told");
         causes.push(sent.causation_id);
     }
