@@ -8,6 +8,7 @@
 //! same client counts. Every phase is bounded in count and time.
 
 pub mod ceiling;
+pub mod cpu;
 pub mod load;
 pub mod report;
 pub mod saga;

@@ -2,7 +2,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use oms_bench::{
-    Error, Result, ceiling,
+    Error, Result, ceiling, cpu,
     load::{self, Target},
     report::{self, Machine, Phase, Report},
     saga::Follower,
@@ -133,6 +133,7 @@ async fn measure(run: Run) -> Result<Report> {
         "open loop: {} orders/s for {:?}",
         run.rate, run.open_for
     ));
+    let cpu = cpu::Snapshot::now();
     let placed = load::open_loop(
         &http,
         &gateway,
@@ -143,16 +144,19 @@ async fn measure(run: Run) -> Result<Report> {
     )
     .await;
     let saga = follower.saga(&placed.orders, run.settle).await;
-    let open_loop = Phase { placed, saga };
+    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
+    let open_loop = Phase { placed, saga, cpu };
 
     step(&format!(
         "closed loop: {} clients for {:?} through the gateway",
         run.clients, run.closed_for
     ));
+    let cpu = cpu::Snapshot::now();
     let placed =
         load::closed_loop(&http, &gateway, &run.product, run.clients, run.closed_for).await;
     let saga = follower.saga(&placed.orders, run.settle).await;
-    let closed_loop = Phase { placed, saga };
+    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
+    let closed_loop = Phase { placed, saga, cpu };
 
     step("closed loop straight to the API");
     let closed_loop_api =

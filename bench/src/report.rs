@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::{
     ceiling::Rate,
+    cpu::Cpu,
     load::{Placed, Reads},
     saga::Saga,
 };
@@ -80,6 +81,8 @@ pub struct Report {
 pub struct Phase {
     pub placed: Placed,
     pub saga: Saga,
+    /// From the first placement until the sagas settled, per notified order.
+    pub cpu: Cpu,
 }
 
 /// One row of the table: a label, where its figure is in a report, and the target if any.
@@ -140,6 +143,12 @@ const ROWS: &[(&str, &str, &str)] = &[
         "",
     ),
     (
+        "closed loop: CPU ms per saga, whole machine",
+        "/closedLoop/cpu/busyMsPerOrder",
+        "",
+    ),
+    ("closed loop: cores idle", "/closedLoop/cpu/idleShare", ""),
+    (
         "closed loop: accepted orders/s (API direct)",
         "/closedLoopApi/acceptedPerSecond",
         "",
@@ -190,6 +199,22 @@ pub fn markdown(reports: &[Value]) -> String {
         }
         out += &format!(" {target} |\n");
     }
+    for program in costliest_programs(reports) {
+        out += &format!("| closed loop: CPU ms per saga, {program} |");
+        for report in reports {
+            let pointer = format!("/closedLoop/cpu/programsMsPerOrder/{program}");
+            out += &format!(" {} |", cell(report.pointer(&pointer)));
+        }
+        out += " |\n";
+    }
+    out += "| closed loop: CPU ms per saga, rest (kernel threads, interrupts) |";
+    for report in reports {
+        out += &format!(
+            " {} |",
+            cell(report.pointer("/closedLoop/cpu/restMsPerOrder"))
+        );
+    }
+    out += " |\n";
     for report in reports {
         let machine = &report["machine"];
         let components: Vec<String> = report["components"]
@@ -211,6 +236,27 @@ pub fn markdown(reports: &[Value]) -> String {
         );
     }
     out
+}
+
+/// Every program the reports' closed loops spent CPU on, the costliest first.
+fn costliest_programs(reports: &[Value]) -> Vec<String> {
+    let mut most: BTreeMap<String, f64> = BTreeMap::new();
+    for report in reports {
+        let programs = report.pointer("/closedLoop/cpu/programsMsPerOrder");
+        for (program, ms) in programs.and_then(Value::as_object).into_iter().flatten() {
+            let ms = ms.as_f64().unwrap_or(0.0);
+            let entry = most.entry(program.clone()).or_default();
+            *entry = entry.max(ms);
+        }
+    }
+    let mut programs: Vec<(String, f64)> = most.into_iter().collect();
+    programs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Below a hundredth of a millisecond a saga, a program is the machine's background.
+    programs
+        .into_iter()
+        .filter(|(_, ms)| *ms >= 0.01)
+        .map(|(program, _)| program)
+        .collect()
 }
 
 fn cell(value: Option<&Value>) -> String {

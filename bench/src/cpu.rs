@@ -1,0 +1,168 @@
+//! Where the machine's CPU went during a phase, by program: the profile every run carries, so
+//! that a change can be aimed at the part that costs most before anyone reaches for a profiler.
+//!
+//! Linux's `/proc` counts each process's user and system time (all its threads) and the whole
+//! machine's busy and idle time. A snapshot before and after a phase gives each program's share,
+//! summed over its processes (PostgreSQL's backends, every instance of a service) and named by
+//! its executable. Processes that start and end inside the phase are missed, as is the time
+//! kernel threads spend; both are in the machine's total, so what the programs leave of it is
+//! reported as the rest.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::Serialize;
+
+/// Linux reports these times in USER_HZ ticks, which it fixes at 100 a second for `/proc` on
+/// the architectures it runs here.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time so far, in ticks.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// By executable name, every process of that name summed.
+    programs: BTreeMap<String, u64>,
+    machine_busy: u64,
+    machine_idle: u64,
+}
+
+impl Snapshot {
+    /// The times of every process now; a process that ends while it is read is skipped.
+    pub fn now() -> Self {
+        let mut snapshot = Self::default();
+        if let Some((busy, idle)) = machine_times() {
+            snapshot.machine_busy = busy;
+            snapshot.machine_idle = idle;
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return snapshot;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_process = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+            if !is_process {
+                continue;
+            }
+            // Kernel threads have no executable, and are left to the machine's rest.
+            let Some(program) = std::fs::read_link(path.join("exe")).ok().and_then(|exe| {
+                exe.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            }) else {
+                continue;
+            };
+            if let Some(ticks) = process_ticks(&path) {
+                *snapshot.programs.entry(program).or_default() += ticks;
+            }
+        }
+        snapshot
+    }
+
+    /// What was spent from `self` to `later`, per order for `orders` orders.
+    pub fn until(&self, later: &Snapshot, orders: u64) -> Cpu {
+        let per_order = |ticks: u64| {
+            if orders == 0 {
+                0.0
+            } else {
+                ticks as f64 / TICKS_PER_SECOND * 1000.0 / orders as f64
+            }
+        };
+        let mut programs = BTreeMap::new();
+        let mut programs_ticks = 0;
+        for (program, &after) in &later.programs {
+            // A program that started within the phase counts from zero.
+            let spent = after.saturating_sub(self.programs.get(program).copied().unwrap_or(0));
+            if spent > 0 {
+                programs_ticks += spent;
+                programs.insert(program.clone(), per_order(spent));
+            }
+        }
+        let busy = later.machine_busy.saturating_sub(self.machine_busy);
+        let idle = later.machine_idle.saturating_sub(self.machine_idle);
+        Cpu {
+            orders,
+            busy_ms_per_order: per_order(busy),
+            rest_ms_per_order: per_order(busy.saturating_sub(programs_ticks)),
+            idle_share: if busy + idle == 0 {
+                0.0
+            } else {
+                idle as f64 / (busy + idle) as f64
+            },
+            programs_ms_per_order: programs,
+        }
+    }
+}
+
+/// CPU milliseconds a phase spent per order, by program.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cpu {
+    pub orders: u64,
+    /// Every core's busy time, per order.
+    pub busy_ms_per_order: f64,
+    /// By executable name.
+    pub programs_ms_per_order: BTreeMap<String, f64>,
+    /// Busy time no program accounts for: kernel threads, interrupts, processes gone by the end.
+    pub rest_ms_per_order: f64,
+    /// The share of all cores' time that was idle.
+    pub idle_share: f64,
+}
+
+/// A process's user and system time, all its threads, from `/proc/<pid>/stat`.
+fn process_ticks(process: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(process.join("stat")).ok()?;
+    // The command name, in parentheses, may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // After the name: state is field 3 of proc(5), utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's busy and idle ticks, all cores, from `/proc/stat`.
+fn machine_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    let busy = ticks.iter().take(8).sum::<u64>() - idle;
+    Some((busy, idle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_loop_shows_up_under_its_own_program() {
+        let me = Path::new("/proc/self");
+        let before = Snapshot::now();
+        let start = process_ticks(me).expect("this process's times");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        // 30 ticks (300 ms) of this process's own CPU time, however long the machine takes.
+        while process_ticks(me).expect("this process's times") < start + 30 {
+            assert!(std::time::Instant::now() < deadline, "no CPU time in 20 s");
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let cpu = before.until(&Snapshot::now(), 2);
+        let exe = std::env::current_exe().expect("the test's own path");
+        let name = exe.file_name().expect("a file name").to_string_lossy();
+        let mine = cpu.programs_ms_per_order.get(name.as_ref()).copied();
+        // 300 ms over two orders.
+        assert!(
+            mine.is_some_and(|ms| ms >= 150.0),
+            "{name}: {mine:?} in {:?}",
+            cpu.programs_ms_per_order
+        );
+        assert!(cpu.busy_ms_per_order >= 150.0, "{cpu:?}");
+        assert!((0.0..=1.0).contains(&cpu.idle_share), "{cpu:?}");
+    }
+}
