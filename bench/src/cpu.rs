@@ -45,14 +45,7 @@ impl Snapshot {
             if !is_process {
                 continue;
             }
-            // Kernel threads have no executable, and are left to the machine's rest.
-            let Some(program) = std::fs::read_link(path.join("exe")).ok().and_then(|exe| {
-                exe.file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-            }) else {
-                continue;
-            };
-            if let Some(ticks) = process_ticks(&path) {
+            if let Some((program, ticks)) = process(&path) {
                 *snapshot.programs.entry(program).or_default() += ticks;
             }
         }
@@ -109,9 +102,26 @@ pub struct Cpu {
     pub idle_share: f64,
 }
 
-/// A process's user and system time, all its threads, from `/proc/<pid>/stat`.
-fn process_ticks(process: &Path) -> Option<u64> {
-    let stat = std::fs::read_to_string(process.join("stat")).ok()?;
+/// A process's program and its user and system time, all its threads, from
+/// `/proc/<pid>/stat`. Named by its executable, which the kernel does not cut at 15 characters
+/// as it does the command name, unless the command name says otherwise (redis-server's
+/// executable is a link to redis-check-rdb). Kernel threads have no executable, and are left to
+/// the machine's rest.
+fn process(dir: &Path) -> Option<(String, u64)> {
+    let exe = std::fs::read_link(dir.join("exe")).ok()?;
+    let exe = exe.file_name()?.to_string_lossy();
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let command = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
+    let program = if exe.starts_with(command) {
+        exe.into_owned()
+    } else {
+        command.to_owned()
+    };
+    Some((program, process_ticks(&stat)?))
+}
+
+/// The user and system time in a `/proc/<pid>/stat` line.
+fn process_ticks(stat: &str) -> Option<u64> {
     // The command name, in parentheses, may hold spaces; the fields after it are plain.
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     // After the name: state is field 3 of proc(5), utime 14 and stime 15.
@@ -140,13 +150,16 @@ mod tests {
 
     #[test]
     fn a_busy_loop_shows_up_under_its_own_program() {
-        let me = Path::new("/proc/self");
+        let ticks = || {
+            let stat = std::fs::read_to_string("/proc/self/stat").expect("this process's stat");
+            process_ticks(&stat).expect("this process's times")
+        };
         let before = Snapshot::now();
-        let start = process_ticks(me).expect("this process's times");
+        let start = ticks();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
         // 30 ticks (300 ms) of this process's own CPU time, however long the machine takes.
-        while process_ticks(me).expect("this process's times") < start + 30 {
+        while ticks() < start + 30 {
             assert!(std::time::Instant::now() < deadline, "no CPU time in 20 s");
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
