@@ -47,9 +47,14 @@ pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()
 }
 
 /// Writes `records`, in their order, to the outbox inside the caller's transaction, in one
-/// statement. For a single record [`enqueue`] is cheaper: PostgreSQL takes about twice as long
-/// over one row unnested from arrays as over one row of values.
+/// statement. A single record is written as [`enqueue`] does: PostgreSQL takes about twice as
+/// long over one row unnested from arrays as over one row of values.
 pub async fn enqueue_all(conn: &mut PgConnection, records: &[EventRecord]) -> Result<()> {
+    match records {
+        [] => return Ok(()),
+        [record] => return enqueue(conn, record).await,
+        _ => {}
+    }
     fn column<'a, T>(records: &'a [EventRecord], field: impl Fn(&'a EventRecord) -> T) -> Vec<T> {
         records.iter().map(field).collect()
     }

@@ -5,7 +5,7 @@
 //! Each operation locks the stock rows it touches in product order, so concurrent orders for the
 //! same products serialise on those rows (never oversell) and cannot deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use oms_saga::event::{ShortLine, StockLine};
 use serde::{Deserialize, Serialize};
@@ -39,14 +39,20 @@ pub enum Reservation {
     Rejected(Vec<ShortLine>),
 }
 
-/// Reserves every product of `wanted` for `order_id`, or none.
-pub async fn reserve(
+/// Reserves, for each order in turn, every product it wants or none, as if the orders came one
+/// by one: an order that finds too little is rejected and leaves the stock to those after it.
+/// However many orders, their stock is read (and locked) once, updated once, and their
+/// reservations written once.
+pub async fn reserve_all(
     conn: &mut PgConnection,
-    order_id: Uuid,
-    wanted: &BTreeMap<String, u32>,
-) -> sqlx::Result<Reservation> {
-    let products: Vec<&str> = wanted.keys().map(String::as_str).collect();
-    let available: BTreeMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
+    orders: &[(Uuid, BTreeMap<String, u32>)],
+) -> sqlx::Result<Vec<Reservation>> {
+    let products: BTreeSet<&str> = orders
+        .iter()
+        .flat_map(|(_, wanted)| wanted.keys().map(String::as_str))
+        .collect();
+    let products: Vec<&str> = products.into_iter().collect();
+    let mut available: BTreeMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
         "SELECT product_id, available FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
     )
     .bind(&products)
@@ -54,45 +60,66 @@ pub async fn reserve(
     .await?
     .into_iter()
     .collect();
-    let short: Vec<ShortLine> = wanted
-        .iter()
-        .filter_map(|(product, &requested)| {
-            let have = available.get(product).copied().unwrap_or(0).max(0) as u32;
-            (have < requested).then(|| ShortLine {
-                product_id: product.clone(),
-                requested,
-                available: have,
-            })
-        })
-        .collect();
-    if !short.is_empty() {
-        return Ok(Reservation::Rejected(short));
-    }
-    for (product, &quantity) in wanted {
-        sqlx::query(
-            "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
-             WHERE product_id = $1",
-        )
-        .bind(product)
-        .bind(quantity as i32)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, state) VALUES ($1, $2, $3, 'HELD')")
-            .bind(order_id)
-            .bind(product)
-            .bind(quantity as i32)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(Reservation::Reserved(
-        wanted
+    let mut taken: BTreeMap<&str, i32> = BTreeMap::new();
+    let (mut held_orders, mut held_products, mut held_quantities) = (vec![], vec![], vec![]);
+    let mut outcomes = Vec::with_capacity(orders.len());
+    for (order_id, wanted) in orders {
+        let short: Vec<ShortLine> = wanted
             .iter()
-            .map(|(p, &q)| StockLine {
-                product_id: p.clone(),
-                quantity: q,
+            .filter_map(|(product, &requested)| {
+                let have = available.get(product).copied().unwrap_or(0).max(0) as u32;
+                (have < requested).then(|| ShortLine {
+                    product_id: product.clone(),
+                    requested,
+                    available: have,
+                })
             })
-            .collect(),
-    ))
+            .collect();
+        if !short.is_empty() {
+            outcomes.push(Reservation::Rejected(short));
+            continue;
+        }
+        let mut lines = Vec::with_capacity(wanted.len());
+        for (product, &quantity) in wanted {
+            let quantity_i32 = quantity as i32;
+            if let Some(left) = available.get_mut(product) {
+                *left -= quantity_i32;
+            }
+            *taken.entry(product).or_default() += quantity_i32;
+            held_orders.push(*order_id);
+            held_products.push(product.as_str());
+            held_quantities.push(quantity_i32);
+            lines.push(StockLine {
+                product_id: product.clone(),
+                quantity,
+            });
+        }
+        outcomes.push(Reservation::Reserved(lines));
+    }
+    if taken.is_empty() {
+        return Ok(outcomes);
+    }
+    let (products, quantities): (Vec<&str>, Vec<i32>) = taken.into_iter().unzip();
+    sqlx::query(
+        "UPDATE stock SET available = available - t.quantity, reserved = reserved + t.quantity, \
+         updated_at = now() FROM unnest($1::text[], $2::int[]) AS t(product_id, quantity) \
+         WHERE stock.product_id = t.product_id",
+    )
+    .bind(&products)
+    .bind(&quantities)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO reservations (order_id, product_id, quantity, state) \
+         SELECT order_id, product_id, quantity, 'HELD' \
+         FROM unnest($1::uuid[], $2::text[], $3::int[]) AS r(order_id, product_id, quantity)",
+    )
+    .bind(&held_orders)
+    .bind(&held_products)
+    .bind(&held_quantities)
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcomes)
 }
 
 /// Moves what `order_id` holds from `HELD` to `to`, adjusting stock with `stock_change` (SQL

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use oms_inventory::{stock::Stock, testing::TestInventory};
+use oms_inventory::{
+    stock::{self, Reservation, Stock},
+    testing::TestInventory,
+};
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
     event::*,
@@ -386,4 +389,70 @@ async fn the_http_side_lists_sets_for_admins_and_checks_availability() {
             { "productId": "Z", "requested": 1, "available": 0 }
         ] })
     );
+}
+
+#[tokio::test]
+async fn orders_reserved_together_come_out_as_if_they_came_one_by_one() {
+    let db = testing::database(&oms_inventory::MIGRATOR).await;
+    let mut tx = db.pool.begin().await.expect("begin");
+    for (product, available) in [("A", 3), ("B", 1)] {
+        stock::set_available(&mut *tx, product, available)
+            .await
+            .expect("stock");
+    }
+    let order = |lines: &[(&str, u32)]| {
+        let lines = lines.iter().map(|(p, q)| ((*p).to_owned(), *q));
+        (Uuid::new_v4(), stock::wanted(lines))
+    };
+    let orders = [
+        order(&[("A", 2)]),
+        order(&[("A", 2), ("B", 1)]),
+        order(&[("A", 1), ("B", 1)]),
+        order(&[("B", 1)]),
+        order(&[("C", 1)]),
+    ];
+    let outcomes = stock::reserve_all(&mut tx, &orders).await.expect("reserve");
+    let short = |product: &str, requested, available| ShortLine {
+        product_id: product.into(),
+        requested,
+        available,
+    };
+    let held = |product: &str, quantity| StockLine {
+        product_id: product.into(),
+        quantity,
+    };
+    assert_eq!(
+        outcomes,
+        [
+            Reservation::Reserved(vec![held("A", 2)]),
+            // One A is left after the first order, and B is untouched by a rejection.
+            Reservation::Rejected(vec![short("A", 2, 1)]),
+            Reservation::Reserved(vec![held("A", 1), held("B", 1)]),
+            Reservation::Rejected(vec![short("B", 1, 0)]),
+            Reservation::Rejected(vec![short("C", 1, 0)]),
+        ]
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        stock::get(&db.pool, "A").await.expect("A"),
+        Some(stock("A", 0, 3, 0))
+    );
+    assert_eq!(
+        stock::get(&db.pool, "B").await.expect("B"),
+        Some(stock("B", 0, 1, 0))
+    );
+    let mut reservations: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "SELECT order_id, product_id, quantity FROM reservations WHERE state = 'HELD'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("reservations");
+    reservations.sort();
+    let mut expected = vec![
+        (orders[0].0, "A".to_owned(), 2),
+        (orders[2].0, "A".to_owned(), 1),
+        (orders[2].0, "B".to_owned(), 1),
+    ];
+    expected.sort();
+    assert_eq!(reservations, expected);
 }

@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use oms_notifications::testing::{REFUSAL, TestNotifications};
+use oms_notifications::{
+    saga::Notifier,
+    testing::{REFUSAL, TestNotifications},
+};
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
-    consumer::{self, dlq_header},
+    consumer::{self, Handler, HandlerError, dlq_header},
     event::*,
     testing::{self, TopicWriter},
 };
@@ -242,4 +245,97 @@ async fn a_change_to_an_order_never_placed_is_dead_lettered_and_the_partition_go
         .expect("reason");
     assert!(reason.contains("no OrderPlaced"), "{reason}");
     assert_eq!(fixture.notifications.sender.sent_for(stray.event_id), 0);
+}
+
+#[tokio::test]
+async fn a_batch_finds_each_customer_where_one_by_one_would_and_stops_where_it_would() {
+    let db = testing::database(&oms_notifications::MIGRATOR).await;
+    let topic = "orders";
+    let placed = |customer_id| {
+        let placed = OrderPlaced {
+            order_id: Uuid::now_v7(),
+            customer_id,
+            items: Vec::new(),
+            total: "0.00".parse().expect("total"),
+            placed_at: Utc::now(),
+            placed_by: None,
+        };
+        (placed.order_id, EventRecord::new(topic, &placed))
+    };
+    let reserved = |order_id| {
+        let changed = OrderStatusChanged {
+            order_id,
+            old_status: OrderStatus::Created,
+            new_status: OrderStatus::Reserved,
+            reason: None,
+            at: Utc::now(),
+        };
+        EventRecord::new(topic, &changed)
+    };
+    let (customer, other_customer) = (Uuid::new_v4(), Uuid::new_v4());
+    let (order, placed_order) = placed(customer);
+    let (other_order, placed_other) = placed(other_customer);
+    let stray = reserved(Uuid::now_v7());
+    let reserved_order = reserved(order);
+    let reserved_other = reserved(other_order);
+
+    // The customer of a change comes from the OrderPlaced before it in the batch; a change to an
+    // order no event named stops the batch there, after two events that went fine.
+    let mut tx = db.pool.begin().await.expect("begin");
+    let stopped = Notifier
+        .handle_all(
+            &mut tx,
+            &[&placed_order, &reserved_order, &stray, &placed_other],
+        )
+        .await;
+    assert!(
+        matches!(stopped, Err((2, HandlerError::Poison(_)))),
+        "{stopped:?}"
+    );
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = db.pool.begin().await.expect("begin");
+    Notifier
+        .handle_all(&mut tx, &[&placed_order, &reserved_order, &placed_other])
+        .await
+        .expect("handled");
+    tx.commit().await.expect("commit");
+    // A later batch finds the customer remembered by an earlier one.
+    let mut tx = db.pool.begin().await.expect("begin");
+    Notifier
+        .handle_all(&mut tx, &[&reserved_other])
+        .await
+        .expect("handled");
+    tx.commit().await.expect("commit");
+
+    let rows: Vec<(Uuid, Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT event_id, order_id, customer_id, kind FROM notifications ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("notifications");
+    assert_eq!(
+        rows,
+        [
+            (placed_order.event_id, order, customer, "PLACED".to_owned()),
+            (
+                reserved_order.event_id,
+                order,
+                customer,
+                "RESERVED".to_owned()
+            ),
+            (
+                placed_other.event_id,
+                other_order,
+                other_customer,
+                "PLACED".to_owned()
+            ),
+            (
+                reserved_other.event_id,
+                other_order,
+                other_customer,
+                "RESERVED".to_owned()
+            ),
+        ]
+    );
 }
