@@ -615,4 +615,20 @@ impl TopicWriter {
         }
         self.bus.publish(messages).await.expect("publish");
     }
+
+    /// Reads the first `count` distinct events of `topic` (another service's answers, say),
+    /// decoded with this writer's registry, failing after a minute.
+    pub async fn read(&self, topic: &str, count: usize) -> Vec<crate::event::EventRecord> {
+        let deliveries =
+            consume_events(self.bus.as_ref(), topic, count, Duration::from_secs(60)).await;
+        let mut records = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            records.push(
+                crate::event::EventRecord::from_delivery(delivery, &self.codec)
+                    .await
+                    .expect("decode"),
+            );
+        }
+        records
+    }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use oms_inventory::{
     stock::{self, Reservation, Stock},
     testing::TestInventory,
@@ -109,21 +108,7 @@ impl Saga {
 
     /// Reads `count` answers from the inventory topic.
     async fn answers(&self, count: usize) -> Vec<EventRecord> {
-        let delivered = testing::consume_events(
-            self.orders.bus.as_ref(),
-            &self.inventory.config.topic,
-            count,
-            Duration::from_secs(60),
-        )
-        .await;
-        futures::stream::iter(delivered)
-            .then(|d| async move {
-                EventRecord::from_delivery(&d, &self.orders.codec)
-                    .await
-                    .expect("decode")
-            })
-            .collect()
-            .await
+        self.orders.read(&self.inventory.config.topic, count).await
     }
 }
 

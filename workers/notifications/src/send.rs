@@ -184,9 +184,7 @@ impl Outcomes {
         .bind(&self.errors)
         .execute(&mut *tx)
         .await?;
-        if !self.told.is_empty() {
-            outbox::enqueue_all(&mut tx, &self.told).await?;
-        }
+        outbox::enqueue_all(&mut tx, &self.told).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -78,22 +78,17 @@ impl Fixture {
 
     /// The first `count` NotificationSent events on the service's topic, with their records.
     async fn told(&self, count: usize) -> Vec<(EventRecord, NotificationSent)> {
-        let deliveries = testing::consume_events(
-            self.orders.bus.as_ref(),
-            &self.notifications.config.topic,
-            count,
-            Duration::from_secs(60),
-        )
-        .await;
-        let mut told = Vec::new();
-        for delivery in &deliveries {
-            let record = EventRecord::from_delivery(delivery, &self.orders.codec)
-                .await
-                .expect("decode");
-            let sent: NotificationSent = record.payload_as().expect("sent").expect("payload");
-            told.push((record, sent));
-        }
-        told
+        let records = self
+            .orders
+            .read(&self.notifications.config.topic, count)
+            .await;
+        records
+            .into_iter()
+            .map(|record| {
+                let sent: NotificationSent = record.payload_as().expect("sent").expect("payload");
+                (record, sent)
+            })
+            .collect()
     }
 
     async fn notices(&self, customer_id: Uuid, count: usize) -> Vec<Value> {
