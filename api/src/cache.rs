@@ -147,6 +147,11 @@ impl OrderCache {
             })
             .await;
     }
+
+    /// Stores each of `orders` as [`OrderCache::put`] does, all at once.
+    pub async fn put_all(&self, orders: &[Order]) {
+        futures::future::join_all(orders.iter().map(|order| self.put(order))).await;
+    }
 }
 
 /// KEYS[1] = the order's key; ARGV = version, order JSON, TTL in seconds.

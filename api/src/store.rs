@@ -1,5 +1,7 @@
 //! The orders database. Every change writes its event to the outbox in the same transaction.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
     event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged},
@@ -222,6 +224,16 @@ impl Store {
         row.map(Order::try_from).transpose()
     }
 
+    /// The orders of `ids` that exist, in no particular order.
+    pub async fn get_all(&self, ids: &[Uuid]) -> Result<Vec<Order>> {
+        let rows: Vec<OrderRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = ANY($1)"))
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
     /// Newest first, keyset-paged by id.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<Order>> {
         let rows: Vec<OrderRow> = sqlx::query_as(&format!(
@@ -256,6 +268,16 @@ impl Store {
     }
 }
 
+/// A move of one order through the state machine, as an admin or a saga worker asks for it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub id: Uuid,
+    pub to: OrderStatus,
+    /// Why, when someone said (a cancellation reason).
+    pub reason: Option<String>,
+    pub origin: Origin,
+}
+
 /// Moves an order through the state machine on `tx` (an API request's transaction, or a saga
 /// worker's, beside its inbox record) and writes OrderStatusChanged with it, and OrderCancelled
 /// for a cancellation. The row lock serialises changes to one order, so its events enter the
@@ -268,33 +290,145 @@ pub async fn change_status_in(
     reason: Option<String>,
     origin: &Origin,
 ) -> Result<Order> {
-    let current: Option<(String, Uuid)> =
-        sqlx::query_as("SELECT status, correlation_id FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (status, correlation_id) = current.ok_or(Error::NotFound(id))?;
-    let from: OrderStatus = status
-        .parse()
-        .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?;
-    let to = domain::transition(from, to).map_err(|transition| Error::IllegalTransition {
-        order_id: id,
-        transition,
-    })?;
-    let row: OrderRow = sqlx::query_as(&format!(
-        "UPDATE orders SET status = $2, status_reason = $3, version = version + 1, \
-         updated_at = date_trunc('milliseconds', clock_timestamp()) \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(to.as_str())
-    .bind(&reason)
-    .fetch_one(&mut *tx)
-    .await?;
-    let order = Order::try_from(row)?;
-    // Recorded as the transition is written: a transaction rolled back and retried would count
-    // twice, which a latency histogram can bear.
-    crate::stats::record_ended(&order);
+    let change = Change {
+        id,
+        to,
+        reason,
+        origin: origin.clone(),
+    };
+    // One outcome per change.
+    change_status_all(tx, orders_topic, std::slice::from_ref(&change))
+        .await?
+        .pop()
+        .unwrap_or(Err(Error::NotFound(id)))
+}
+
+/// Makes `changes` on `tx` as [`change_status_in`] would make them one after another, in a
+/// few statements for the lot: one locking read, one update, one insert into the outbox. A
+/// second change to an order already in the lot starts another such round, after the first
+/// is written. Returns each change's outcome, in order: an order that is not there, or a move
+/// its state forbids, fails that change alone. A database error fails them all.
+pub async fn change_status_all(
+    tx: &mut PgConnection,
+    orders_topic: &str,
+    changes: &[Change],
+) -> Result<Vec<Result<Order>>> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    let mut start = 0;
+    while start < changes.len() {
+        let mut seen = HashSet::new();
+        let end = changes[start..]
+            .iter()
+            .position(|change| !seen.insert(change.id))
+            .map_or(changes.len(), |repeat| start + repeat);
+        outcomes.extend(change_round(tx, orders_topic, &changes[start..end]).await?);
+        start = end;
+    }
+    Ok(outcomes)
+}
+
+/// [`change_status_all`] for changes to distinct orders.
+async fn change_round(
+    tx: &mut PgConnection,
+    orders_topic: &str,
+    changes: &[Change],
+) -> Result<Vec<Result<Order>>> {
+    let ids: Vec<Uuid> = changes.iter().map(|change| change.id).collect();
+    // Locked in id order, so that two rounds over some of the same orders cannot deadlock.
+    let current: HashMap<Uuid, (String, Uuid)> = sqlx::query_as::<_, (Uuid, String, Uuid)>(
+        "SELECT id, status, correlation_id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(id, status, correlation_id)| (id, (status, correlation_id)))
+    .collect();
+    // Where each change moves its order from and to, with the order's saga.
+    let moves: Vec<Result<(OrderStatus, OrderStatus, Uuid)>> = changes
+        .iter()
+        .map(|change| {
+            let (status, correlation_id) =
+                current.get(&change.id).ok_or(Error::NotFound(change.id))?;
+            let from: OrderStatus = status
+                .parse()
+                .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?;
+            let to = domain::transition(from, change.to).map_err(|transition| {
+                Error::IllegalTransition {
+                    order_id: change.id,
+                    transition,
+                }
+            })?;
+            Ok((from, to, *correlation_id))
+        })
+        .collect();
+    let moving = || {
+        changes
+            .iter()
+            .zip(&moves)
+            .filter_map(|(change, m)| m.as_ref().ok().map(|(_, to, _)| (change, *to)))
+    };
+    let rows: Vec<OrderRow> = if moving().next().is_none() {
+        Vec::new()
+    } else {
+        sqlx::query_as(&format!(
+            "UPDATE orders SET status = u.new_status, status_reason = u.new_reason, \
+         version = version + 1, updated_at = date_trunc('milliseconds', clock_timestamp()) \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
+         WHERE id = u.order_id RETURNING {COLUMNS}"
+        ))
+        .bind(moving().map(|(change, _)| change.id).collect::<Vec<_>>())
+        .bind(moving().map(|(_, to)| to.as_str()).collect::<Vec<_>>())
+        .bind(
+            moving()
+                .map(|(change, _)| change.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let mut changed = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let order = Order::try_from(row)?;
+        changed.insert(order.id, order);
+    }
+    let mut events = Vec::with_capacity(changed.len());
+    let outcomes = changes
+        .iter()
+        .zip(moves)
+        .map(|(change, m)| {
+            let (from, _, correlation_id) = m?;
+            // Locked above, so the update found it.
+            let order = changed
+                .remove(&change.id)
+                .ok_or(Error::NotFound(change.id))?;
+            // Recorded as the transition is written: a transaction rolled back and retried
+            // would count twice, which a latency histogram can bear.
+            crate::stats::record_ended(&order);
+            events.extend(status_events(
+                orders_topic,
+                change,
+                from,
+                correlation_id,
+                &order,
+            ));
+            Ok(order)
+        })
+        .collect();
+    outbox::enqueue_all(tx, &events).await?;
+    Ok(outcomes)
+}
+
+/// What a change that moved `order` from `from` tells the others: OrderStatusChanged, and
+/// OrderCancelled for a cancellation.
+fn status_events(
+    orders_topic: &str,
+    change: &Change,
+    from: OrderStatus,
+    correlation_id: Uuid,
+    order: &Order,
+) -> Vec<EventRecord> {
+    let origin = &change.origin;
     let in_saga = |record: EventRecord| {
         let record = record
             .correlated(correlation_id)
@@ -305,29 +439,32 @@ pub async fn change_status_in(
         }
     };
     let changed = OrderStatusChanged {
-        order_id: id,
+        order_id: order.id,
         old_status: from,
-        new_status: to,
-        reason: reason.clone(),
+        new_status: order.status,
+        reason: change.reason.clone(),
         at: order.updated_at,
     };
-    outbox::enqueue(tx, &in_saga(EventRecord::new(orders_topic, &changed))).await?;
-    if to == OrderStatus::Cancelled {
+    let mut events = vec![in_saga(EventRecord::new(orders_topic, &changed))];
+    if order.status == OrderStatus::Cancelled {
         // The compensation trigger. Sent for every cancellation, not only of RESERVED or PAID
         // orders: the inventory may still be about to reserve a CREATED one, and it handles
         // one order's events in order, so this releases whatever that reservation took.
         let cancelled = OrderCancelled {
-            order_id: id,
+            order_id: order.id,
             customer_id: order.customer_id,
             previous_status: from,
-            reason: reason.unwrap_or_else(|| "CANCELLED".to_owned()),
+            reason: change
+                .reason
+                .clone()
+                .unwrap_or_else(|| "CANCELLED".to_owned()),
             // A paid order is refunded in full (simulated: the event is the record).
             refund: (from == OrderStatus::Paid).then_some(order.total),
             at: order.updated_at,
         };
-        outbox::enqueue(tx, &in_saga(EventRecord::new(orders_topic, &cancelled))).await?;
+        events.push(in_saga(EventRecord::new(orders_topic, &cancelled)));
     }
-    Ok(order)
+    events
 }
 
 fn scope(customer_id: Uuid, key: &IdempotencyKey) -> String {

@@ -743,3 +743,125 @@ async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it
         );
     }
 }
+
+#[tokio::test]
+async fn changes_made_together_come_out_as_if_made_one_by_one() {
+    use oms_api::{
+        Error,
+        store::{self, Change, Origin},
+    };
+    let client = Client::new().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let order = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
+        ids.push(
+            order["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        );
+    }
+    let [a, b, c, gone] = ids[..] else {
+        unreachable!()
+    };
+    let cancel = client.set_status(&gone.to_string(), "CANCELLED").await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let pool = &client.api.db.pool;
+    let before: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .expect("outbox");
+
+    let nobody = Uuid::new_v4();
+    let change = |id, to, reason: Option<&str>| Change {
+        id,
+        to,
+        reason: reason.map(str::to_owned),
+        origin: Origin {
+            cause: Some(Uuid::new_v4()),
+            ..Origin::default()
+        },
+    };
+    let changes = [
+        change(a, OrderStatus::Reserved, None),
+        change(b, OrderStatus::Cancelled, Some("OUT_OF_STOCK")),
+        change(nobody, OrderStatus::Reserved, None),
+        change(gone, OrderStatus::Reserved, None),
+        // A second change to `a`: made after the first, from RESERVED.
+        change(a, OrderStatus::Paid, None),
+        change(c, OrderStatus::Reserved, None),
+    ];
+    let mut tx = pool.begin().await.expect("begin");
+    let outcomes = store::change_status_all(&mut tx, &client.api.config.topics.orders, &changes)
+        .await
+        .expect("changes");
+    tx.commit().await.expect("commit");
+
+    let described: Vec<String> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(order) => format!("{} {} v{}", order.id, order.status, order.version),
+            Err(Error::NotFound(id)) => format!("{id} not found"),
+            Err(Error::IllegalTransition {
+                order_id,
+                transition,
+            }) => {
+                format!(
+                    "{order_id} {} -> {} refused",
+                    transition.from, transition.to
+                )
+            }
+            Err(e) => format!("{e}"),
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            format!("{a} RESERVED v2"),
+            format!("{b} CANCELLED v2"),
+            format!("{nobody} not found"),
+            format!("{gone} CANCELLED -> RESERVED refused"),
+            format!("{a} PAID v3"),
+            format!("{c} RESERVED v2"),
+        ]
+    );
+    // The orders as the API shows them, and the events, in the order one by one writes them.
+    let client = &client;
+    let shown = |id: Uuid| async move {
+        let order = json_of(client.get(&format!("/api/orders/{id}")).await).await;
+        (
+            order["status"].clone(),
+            order["statusReason"].clone(),
+            order["version"].clone(),
+        )
+    };
+    assert_eq!(shown(a).await, (json!("PAID"), Value::Null, json!(3)));
+    assert_eq!(
+        shown(b).await,
+        (json!("CANCELLED"), json!("OUT_OF_STOCK"), json!(2))
+    );
+    assert_eq!(
+        shown(gone).await,
+        (json!("CANCELLED"), Value::Null, json!(2))
+    );
+    let events: Vec<(String, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT event_type, message_key, causation_id FROM outbox WHERE id > $1 ORDER BY id",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await
+    .expect("outbox");
+    let event =
+        |kind: &str, change: &Change| (kind.to_owned(), change.id.to_string(), change.origin.cause);
+    assert_eq!(
+        events,
+        [
+            event("OrderStatusChanged", &changes[0]),
+            event("OrderStatusChanged", &changes[1]),
+            event("OrderCancelled", &changes[1]),
+            event("OrderStatusChanged", &changes[4]),
+            event("OrderStatusChanged", &changes[5]),
+        ]
+    );
+}

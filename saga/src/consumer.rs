@@ -112,9 +112,9 @@ pub trait Handler: Send + Sync {
         Ok(())
     }
 
-    /// Runs after the transaction of a handled event committed, for effects outside the
+    /// Runs after the transaction that handled `events` committed, for effects outside the
     /// database (refreshing a cache). Best effort: it cannot undo the commit.
-    async fn after_commit(&self, _event: &EventRecord) {}
+    async fn after_commit(&self, _events: &[&EventRecord]) {}
 }
 
 /// A shared handler, for workers that keep a handle to inspect or configure it.
@@ -132,8 +132,8 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
         (**self).handle_all(tx, events).await
     }
 
-    async fn after_commit(&self, event: &EventRecord) {
-        (**self).after_commit(event).await
+    async fn after_commit(&self, events: &[&EventRecord]) {
+        (**self).after_commit(events).await
     }
 }
 
@@ -501,13 +501,9 @@ impl<H: Handler> Consumer<H> {
             // A handler that says more went fine than it was given is taken to have done none.
             .map_err(|(fine, e)| (at.get(fine).copied().unwrap_or(0), e))?;
         tx.commit().await.map_err(at_start)?;
-        if outcomes.contains(&Outcome::Handled) {
+        if !new.is_empty() {
             self.wake.wake();
-        }
-        for (record, outcome) in records.iter().zip(&outcomes) {
-            if *outcome == Outcome::Handled {
-                self.handler.after_commit(record).await;
-            }
+            self.handler.after_commit(&new).await;
         }
         Ok(outcomes)
     }

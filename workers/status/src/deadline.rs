@@ -10,7 +10,11 @@ use oms_api::{
     cache::OrderCache,
     store::{self, Origin, Store},
 };
-use oms_saga::{event::OrderStatus, schedule::Periodic, service::BoxError};
+use oms_saga::{
+    event::{EventRecord, OrderStatus},
+    schedule::Periodic,
+    service::BoxError,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -41,22 +45,31 @@ impl Default for PaymentConfig {
     }
 }
 
-/// Starts the clock of a newly reserved order, on the transaction that reserves it.
-pub async fn start(
+/// Starts the clocks of newly reserved orders, each with the answer that reserved it, on the
+/// transaction that reserves them.
+pub async fn start_all(
     tx: &mut PgConnection,
-    order_id: Uuid,
     timeout: Duration,
-    cause: Uuid,
-    traceparent: Option<&str>,
+    reserved: &[(Uuid, &EventRecord)],
 ) -> sqlx::Result<()> {
+    if reserved.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO payment_deadlines (order_id, due_at, cause, traceparent) \
-         VALUES ($1, now() + make_interval(secs => $2), $3, $4) ON CONFLICT (order_id) DO NOTHING",
+         SELECT order_id, now() + make_interval(secs => $4), cause, traceparent \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS d(order_id, cause, traceparent) \
+         ON CONFLICT (order_id) DO NOTHING",
     )
-    .bind(order_id)
+    .bind(reserved.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(reserved.iter().map(|(_, e)| e.event_id).collect::<Vec<_>>())
+    .bind(
+        reserved
+            .iter()
+            .map(|(_, e)| e.traceparent.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .bind(timeout.as_secs_f64())
-    .bind(cause)
-    .bind(traceparent)
     .execute(tx)
     .await?;
     Ok(())
@@ -94,31 +107,26 @@ impl Periodic for PaymentDeadlines {
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
-        let mut cancelled = Vec::new();
-        for (order_id, status, cause, traceparent) in &due {
-            // Paid, or cancelled by someone else: the deadline ends without effect.
-            if status != OrderStatus::Reserved.as_str() {
-                continue;
-            }
-            let origin = Origin {
-                actor: None,
-                traceparent: traceparent.clone(),
-                cause: Some(*cause),
-            };
-            let to = OrderStatus::Cancelled;
-            let reason = Some(PAYMENT_TIMEOUT.to_owned());
-            // Locked and RESERVED: the move is legal, so any error is the database's.
-            let order = store::change_status_in(
-                &mut tx,
-                &self.orders_topic,
-                *order_id,
-                to,
-                reason,
-                &origin,
-            )
-            .await?;
-            cancelled.push(order);
-        }
+        // Paid, or cancelled by someone else: the deadline ends without effect.
+        let changes: Vec<store::Change> = due
+            .iter()
+            .filter(|(_, status, ..)| status == OrderStatus::Reserved.as_str())
+            .map(|(order_id, _, cause, traceparent)| store::Change {
+                id: *order_id,
+                to: OrderStatus::Cancelled,
+                reason: Some(PAYMENT_TIMEOUT.to_owned()),
+                origin: Origin {
+                    actor: None,
+                    traceparent: traceparent.clone(),
+                    cause: Some(*cause),
+                },
+            })
+            .collect();
+        // Locked and RESERVED: every move is legal.
+        let cancelled = store::change_status_all(&mut tx, &self.orders_topic, &changes)
+            .await?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<Uuid> = due.iter().map(|(id, ..)| *id).collect();
         sqlx::query("DELETE FROM payment_deadlines WHERE order_id = ANY($1)")
             .bind(&ids)
@@ -127,8 +135,8 @@ impl Periodic for PaymentDeadlines {
         tx.commit().await?;
         for order in &cancelled {
             tracing::info!(order_id = %order.id, "payment deadline passed; order cancelled");
-            self.cache.put(order).await;
         }
+        self.cache.put_all(&cancelled).await;
         Ok(due.len())
     }
 }

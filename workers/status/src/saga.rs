@@ -61,59 +61,78 @@ fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
 #[async_trait]
 impl Handler for OrderStatusWorker {
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
-        let Some(Move {
-            order_id,
-            to,
-            reason,
-        }) = decision(event)?
-        else {
-            return Ok(());
-        };
-        let origin = Origin {
-            actor: None,
-            traceparent: event.traceparent.clone(),
-            cause: Some(event.event_id),
-        };
-        match store::change_status_in(
-            tx,
-            &self.orders_topic,
-            order_id,
-            to,
-            reason.map(str::to_owned),
-            &origin,
-        )
-        .await
-        {
-            Ok(_) if to == OrderStatus::Reserved => {
-                crate::deadline::start(
-                    tx,
-                    order_id,
-                    self.payment_timeout,
-                    event.event_id,
-                    event.traceparent.as_deref(),
-                )
-                .await?;
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            // The order moved on meanwhile (an admin cancelled it while it was CREATED). Its
-            // OrderCancelled already tells the inventory to release what this answer reserved.
-            Err(OrderError::IllegalTransition { transition, .. }) => {
-                tracing::info!(%order_id, from = %transition.from, to = %transition.to, event = event.event_type, "order moved on; answer ignored");
-                Ok(())
-            }
-            Err(OrderError::NotFound(id)) => Err(HandlerError::Poison(format!("no order {id}"))),
-            Err(e) => Err(HandlerError::Transient(e.to_string())),
-        }
+        self.handle_all(tx, &[event]).await.map_err(|(_, e)| e)
     }
 
-    /// The API serves orders from Redis: store the new version now that it is committed.
-    async fn after_commit(&self, event: &EventRecord) {
-        let Ok(Some(Move { order_id, .. })) = decision(event) else {
+    /// The batch's answers move their orders together (`store::change_status_all`), and the
+    /// orders they reserve start their payment clocks together.
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&EventRecord],
+    ) -> Result<(), (usize, HandlerError)> {
+        let mut changes = Vec::with_capacity(events.len());
+        // Which event asked for each change, and where it is in the batch.
+        let mut asked = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            let Some(Move {
+                order_id,
+                to,
+                reason,
+            }) = decision(event).map_err(|e| (i, e))?
+            else {
+                continue;
+            };
+            changes.push(store::Change {
+                id: order_id,
+                to,
+                reason: reason.map(str::to_owned),
+                origin: Origin {
+                    actor: None,
+                    traceparent: event.traceparent.clone(),
+                    cause: Some(event.event_id),
+                },
+            });
+            asked.push((i, *event));
+        }
+        let outcomes = store::change_status_all(tx, &self.orders_topic, &changes)
+            .await
+            .map_err(|e| (0, HandlerError::Transient(e.to_string())))?;
+        let mut reserved = Vec::new();
+        for ((outcome, &(at, event)), change) in outcomes.into_iter().zip(&asked).zip(&changes) {
+            match outcome {
+                Ok(order) if order.status == OrderStatus::Reserved => {
+                    reserved.push((order.id, event));
+                }
+                Ok(_) => {}
+                // The order moved on meanwhile (an admin cancelled it while it was CREATED). Its
+                // OrderCancelled already tells the inventory to release what this answer reserved.
+                Err(OrderError::IllegalTransition { transition, .. }) => {
+                    tracing::info!(order_id = %change.id, from = %transition.from, to = %transition.to, event = event.event_type, "order moved on; answer ignored");
+                }
+                Err(OrderError::NotFound(id)) => {
+                    return Err((at, HandlerError::Poison(format!("no order {id}"))));
+                }
+                Err(e) => return Err((at, HandlerError::Transient(e.to_string()))),
+            }
+        }
+        crate::deadline::start_all(tx, self.payment_timeout, &reserved)
+            .await
+            .map_err(|e| (0, e.into()))
+    }
+
+    /// The API serves orders from Redis: store the new versions now that they are committed.
+    async fn after_commit(&self, events: &[&EventRecord]) {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(|event| decision(event).ok().flatten())
+            .map(|m| m.order_id)
+            .collect();
+        if ids.is_empty() {
             return;
-        };
-        if let Ok(Some(order)) = self.store.get(order_id).await {
-            self.cache.put(&order).await;
+        }
+        if let Ok(orders) = self.store.get_all(&ids).await {
+            self.cache.put_all(&orders).await;
         }
     }
 }

@@ -207,3 +207,55 @@ async fn an_answer_for_an_order_that_moved_on_is_ignored_and_one_for_no_order_is
         (Some("CANCELLED"), Some("too slow"))
     );
 }
+
+#[tokio::test]
+async fn answers_arriving_together_move_each_order_start_each_clock_and_refresh_each_cached_copy() {
+    let fx = Fixture::new().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = fx.place().await;
+        assert_eq!(fx.order(id).await["status"], "CREATED", "now cached");
+        ids.push(id);
+    }
+    let rejection = StockRejected {
+        order_id: ids[1],
+        lines: vec![ShortLine {
+            product_id: "A".into(),
+            requested: 1,
+            available: 0,
+        }],
+        at: Utc::now(),
+    };
+    let answers = [
+        EventRecord::new(&fx.inventory.topic, &reserved(ids[0])),
+        EventRecord::new(&fx.inventory.topic, &rejection),
+        EventRecord::new(&fx.inventory.topic, &reserved(ids[2])),
+        EventRecord::new(&fx.inventory.topic, &reserved(ids[3])),
+    ];
+    fx.inventory
+        .publish(&answers.iter().collect::<Vec<_>>())
+        .await;
+
+    for (id, status) in ids
+        .iter()
+        .zip(["RESERVED", "CANCELLED", "RESERVED", "RESERVED"])
+    {
+        let order = fx.wait_for_status(*id, status).await;
+        assert_eq!(order["version"], 2, "{id}");
+    }
+    let mut clocks: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT order_id, cause FROM payment_deadlines")
+            .fetch_all(&fx.api.db.pool)
+            .await
+            .expect("deadlines");
+    clocks.sort();
+    let mut expected: Vec<(Uuid, Uuid)> = [0, 2, 3]
+        .into_iter()
+        .map(|i| (ids[i], answers[i].event_id))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        clocks, expected,
+        "a clock for each reserved order, started by its answer"
+    );
+}
