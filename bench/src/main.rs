@@ -179,6 +179,11 @@ async fn measure(run: Run) -> Result<Report> {
     let reads_gateway =
         load::cached_reads(&http, &gateway, order, run.clients, run.reads_for).await;
     let reads_api = load::cached_reads(&http, &api, order, run.clients, run.reads_for).await;
+    // What the gateway adds to a request, rather than what queueing for two saturated cores
+    // adds to it.
+    step("one client's cached reads through the gateway, then straight to the API");
+    let lone_reads_gateway = load::cached_reads(&http, &gateway, order, 1, run.reads_for).await;
+    let lone_reads_api = load::cached_reads(&http, &api, order, 1, run.reads_for).await;
 
     step("the PostgreSQL ceiling");
     let orders_database = config
@@ -226,12 +231,15 @@ async fn measure(run: Run) -> Result<Report> {
             closed_loop.saga.completed_per_second,
             broker_ceiling.per_second,
         ),
-        gateway_added_p50_ms: reads_gateway.latency_ms.p50 - reads_api.latency_ms.p50,
+        gateway_added_p50_ms: lone_reads_gateway.latency_ms.p50 - lone_reads_api.latency_ms.p50,
+        gateway_added_p50_loaded_ms: reads_gateway.latency_ms.p50 - reads_api.latency_ms.p50,
         open_loop,
         closed_loop,
         closed_loop_api,
         reads_gateway,
         reads_api,
+        lone_reads_gateway,
+        lone_reads_api,
         postgres_ceiling,
         broker_ceiling,
     })
