@@ -373,9 +373,9 @@ async fn change_round(
     } else {
         sqlx::query_as(&format!(
             "UPDATE orders SET status = u.new_status, status_reason = u.new_reason, \
-         version = version + 1, updated_at = date_trunc('milliseconds', clock_timestamp()) \
-         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
-         WHERE id = u.order_id RETURNING {COLUMNS}"
+             version = version + 1, updated_at = date_trunc('milliseconds', clock_timestamp()) \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
+             WHERE id = u.order_id RETURNING {COLUMNS}"
         ))
         .bind(moving().map(|(change, _)| change.id).collect::<Vec<_>>())
         .bind(moving().map(|(_, to)| to.as_str()).collect::<Vec<_>>())
