@@ -362,13 +362,16 @@ async fn change_round(
             Ok((from, to, *correlation_id))
         })
         .collect();
-    let moving = || {
-        changes
-            .iter()
-            .zip(&moves)
-            .filter_map(|(change, m)| m.as_ref().ok().map(|(_, to, _)| (change, *to)))
-    };
-    let rows: Vec<OrderRow> = if moving().next().is_none() {
+    // The update's columns: the orders that move, where to, and why.
+    let (mut moving, mut statuses, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (change, m) in changes.iter().zip(&moves) {
+        if let Ok((_, to, _)) = m {
+            moving.push(change.id);
+            statuses.push(to.as_str());
+            reasons.push(change.reason.as_deref());
+        }
+    }
+    let rows: Vec<OrderRow> = if moving.is_empty() {
         Vec::new()
     } else {
         sqlx::query_as(&format!(
@@ -377,13 +380,9 @@ async fn change_round(
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
              WHERE id = u.order_id RETURNING {COLUMNS}"
         ))
-        .bind(moving().map(|(change, _)| change.id).collect::<Vec<_>>())
-        .bind(moving().map(|(_, to)| to.as_str()).collect::<Vec<_>>())
-        .bind(
-            moving()
-                .map(|(change, _)| change.reason.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(&moving)
+        .bind(&statuses)
+        .bind(&reasons)
         .fetch_all(&mut *tx)
         .await?
     };
