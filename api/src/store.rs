@@ -6,6 +6,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
     event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged},
     outbox,
+    plan::PlannedPerCall,
     schedule::Wake,
 };
 use rust_decimal::Decimal;
@@ -228,6 +229,7 @@ impl Store {
     pub async fn get_all(&self, ids: &[Uuid]) -> Result<Vec<Order>> {
         let rows: Vec<OrderRow> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = ANY($1)"))
+                .planned_per_call()
                 .bind(ids)
                 .fetch_all(&self.pool)
                 .await?;
@@ -243,6 +245,7 @@ impl Store {
                AND ($3::uuid IS NULL OR id < $3) \
              ORDER BY id DESC LIMIT $4"
         ))
+        .planned_per_call()
         .bind(query.customer_id)
         .bind(query.status.map(OrderStatus::as_str))
         .bind(query.after)
@@ -338,6 +341,7 @@ async fn change_round(
     let current: HashMap<Uuid, (String, Uuid)> = sqlx::query_as::<_, (Uuid, String, Uuid)>(
         "SELECT id, status, correlation_id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
+    .planned_per_call()
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
@@ -380,6 +384,7 @@ async fn change_round(
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
              WHERE id = u.order_id RETURNING {COLUMNS}"
         ))
+        .planned_per_call()
         .bind(&moving)
         .bind(&statuses)
         .bind(&reasons)

@@ -865,3 +865,73 @@ async fn changes_made_together_come_out_as_if_made_one_by_one() {
         ]
     );
 }
+
+/// PostgreSQL settles on a generic plan for a prepared statement after its fifth run. Settled
+/// while the orders table was small, the batch's lookup and update would scan the whole table
+/// for ever after on this connection, autovacuum being off here: they are planned at each call.
+#[tokio::test]
+async fn batch_changes_read_their_orders_by_index_however_small_the_table_was_at_first() {
+    use oms_api::store::{self, Change};
+    let client = Client::new().await;
+    let pool = &client.api.db.pool;
+    let topic = &client.api.config.topics.orders;
+    let insert = |count: i32| {
+        sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO orders (id, customer_id, status, items, total, correlation_id) \
+             SELECT gen_random_uuid(), gen_random_uuid(), 'CREATED', '[]', 1, gen_random_uuid() \
+             FROM generate_series(1, $1) RETURNING id",
+        )
+        .bind(count)
+        .fetch_all(pool)
+    };
+    let reserve = |ids: &[Uuid]| -> Vec<Change> {
+        ids.iter()
+            .map(|&id| Change {
+                id,
+                to: OrderStatus::Reserved,
+                reason: None,
+                origin: Default::default(),
+            })
+            .collect()
+    };
+    // One connection: prepared statements and their plans belong to it.
+    let mut conn = pool.acquire().await.expect("connection");
+    // Batches of ten over sixty orders: a sequential scan is the cheaper plan for now.
+    let small = insert(60).await.expect("small table");
+    for batch in small.chunks(10) {
+        let moved = store::change_status_all(&mut conn, topic, &reserve(batch))
+            .await
+            .expect("batch");
+        assert!(moved.iter().all(Result::is_ok), "{moved:?}");
+    }
+    let big = insert(20_000).await.expect("big table");
+    let before = sequential_scans(&mut conn, "orders").await;
+    let moved = store::change_status_all(&mut conn, topic, &reserve(&big[..2]))
+        .await
+        .expect("batch");
+    let after = sequential_scans(&mut conn, "orders").await;
+
+    let statuses: Vec<OrderStatus> = moved
+        .into_iter()
+        .map(|m| m.expect("moved").status)
+        .collect();
+    assert_eq!(statuses, [OrderStatus::Reserved, OrderStatus::Reserved]);
+    assert_eq!(
+        after - before,
+        0,
+        "a batch of two among 20,060 orders scanned the table"
+    );
+}
+
+/// How many sequential scans of `table` PostgreSQL has counted, this connection's included.
+async fn sequential_scans(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .expect("flush");
+    sqlx::query_scalar("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1")
+        .bind(table)
+        .fetch_one(conn)
+        .await
+        .expect("scans")
+}

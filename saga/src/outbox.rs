@@ -22,6 +22,7 @@ use crate::{
     Result,
     bus::{EventBus, TopicSpec},
     event::{Codec, EventRecord},
+    plan::PlannedPerCall,
     schedule::Wake,
     trace::Tracer,
 };
@@ -301,6 +302,7 @@ impl Relay {
             return Err(e);
         }
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .planned_per_call()
             .bind(&ids)
             .execute(&mut *tx)
             .await?;

@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use oms_saga::event::{ShortLine, StockLine};
+use oms_saga::{
+    event::{ShortLine, StockLine},
+    plan::PlannedPerCall,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -55,6 +58,7 @@ pub async fn reserve_all(
     let mut available: BTreeMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
         "SELECT product_id, available FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
     )
+    .planned_per_call()
     .bind(&products)
     .fetch_all(&mut *conn)
     .await?
@@ -105,6 +109,7 @@ pub async fn reserve_all(
          updated_at = now() FROM unnest($1::text[], $2::int[]) AS t(product_id, quantity) \
          WHERE stock.product_id = t.product_id",
     )
+    .planned_per_call()
     .bind(&products)
     .bind(&quantities)
     .execute(&mut *conn)

@@ -7,6 +7,7 @@ use oms_saga::{
     docs::BearerAuth,
     identity::Caller,
     page::{self, Page},
+    plan::PlannedPerCall,
     problem::{Json, Problem, Query},
 };
 use serde::Deserialize;
@@ -83,6 +84,7 @@ async fn list(
            AND ($3::uuid IS NULL OR id < $3) \
          ORDER BY id DESC LIMIT $4",
     )
+    .planned_per_call()
     .bind(customer_id)
     .bind(params.order_id)
     .bind(params.after)

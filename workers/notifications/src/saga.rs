@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use oms_saga::{
     consumer::{Handler, HandlerError},
     event::{Channel, EventRecord},
+    plan::PlannedPerCall,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -93,6 +94,7 @@ async fn customers(
         HashMap::new()
     } else {
         sqlx::query_as("SELECT order_id, customer_id FROM order_customers WHERE order_id = ANY($1)")
+            .planned_per_call()
             .bind(&unnamed)
             .fetch_all(&mut *tx)
             .await?

@@ -13,6 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
     event::{Channel, EventRecord, NotificationSent},
     outbox,
+    plan::PlannedPerCall,
     schedule::Periodic,
     service::BoxError,
 };
@@ -178,6 +179,7 @@ impl Outcomes {
              FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[]) \
              AS o(id, state, sent_at, error) WHERE notifications.id = o.id",
         )
+        .planned_per_call()
         .bind(&self.ids)
         .bind(&self.states)
         .bind(&self.sent_at)

@@ -12,6 +12,7 @@ use oms_api::{
 };
 use oms_saga::{
     event::{EventRecord, OrderStatus},
+    plan::PlannedPerCall,
     schedule::Periodic,
     service::BoxError,
 };
@@ -129,6 +130,7 @@ impl Periodic for PaymentDeadlines {
             .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<Uuid> = due.iter().map(|(id, ..)| *id).collect();
         sqlx::query("DELETE FROM payment_deadlines WHERE order_id = ANY($1)")
+            .planned_per_call()
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
