@@ -14,7 +14,7 @@
 //! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
 //! - [`page`]: keyset pages for list endpoints.
-//! - [`plan`]: the statements over a batch that PostgreSQL plans at each call.
+//! - [`plan`]: statements PostgreSQL plans at each call: those over a batch, and filtered lists.
 //! - [`docs`]: OpenAPI documents and Swagger UI.
 //! - [`identity`]: the headers in which the gateway tells services who the caller is.
 //! - [`retry`]: the backoff policy.

@@ -11,8 +11,9 @@
 //! - lists with optional filters (`$1 IS NULL OR customer_id = $1`), whose one plan has to serve
 //!   every combination of filters, and so uses none of their indexes.
 //!
-//! Measured on the benchmark's stack, where autovacuum is off, such scans took a third of
-//! PostgreSQL's time after 30 seconds at full load, the outbox relay's mark among them.
+//! Measured on the benchmark's stack, where autovacuum is off, planning them at each call cut
+//! PostgreSQL's CPU per saga by a quarter over 30 seconds at full load (BENCHMARKS.md), the outbox
+//! relay's mark among them.
 //! [`PlannedPerCall`] has them planned with the values and table they meet. The price is the
 //! planning, and sqlx's extra round trip to describe an unnamed statement, once a batch or a page
 //! rather than once an event; a lookup of one row by its key plans the same at every size and
