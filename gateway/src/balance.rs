@@ -20,6 +20,8 @@ use crate::config::{Balance, HealthConfig};
 #[derive(Debug)]
 pub struct Instance {
     pub url: String,
+    /// `url`, parsed once: a request's URL is this with its path and query set.
+    pub base: reqwest::Url,
     in_flight: AtomicUsize,
     failures: AtomicU32,
     healthy: AtomicBool,
@@ -27,15 +29,16 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn new(url: &str) -> Self {
-        Self {
+    fn new(url: &str) -> Result<Self, String> {
+        Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
+            base: reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             // Trusted until the first check says otherwise, so a fresh gateway routes at once.
             healthy: AtomicBool::new(true),
             ejected_until: Mutex::new(None),
-        }
+        })
     }
 
     fn usable(&self, now: Instant) -> bool {
@@ -68,14 +71,22 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(urls: &[String], balance: Balance, health: HealthConfig, health_path: &str) -> Self {
-        Self {
-            instances: urls.iter().map(|u| Instance::new(u)).collect(),
+    pub fn new(
+        urls: &[String],
+        balance: Balance,
+        health: HealthConfig,
+        health_path: &str,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            instances: urls
+                .iter()
+                .map(|u| Instance::new(u))
+                .collect::<Result<_, _>>()?,
             balance,
             next: AtomicUsize::new(0),
             health,
             health_path: health_path.to_owned(),
-        }
+        })
     }
 
     pub fn instances(&self) -> &[Instance] {
@@ -202,7 +213,7 @@ mod tests {
 
     fn pool(n: usize, balance: Balance) -> Pool {
         let urls: Vec<String> = (0..n).map(|i| format!("http://10.0.0.{i}")).collect();
-        Pool::new(&urls, balance, HealthConfig::default(), "/health/ready")
+        Pool::new(&urls, balance, HealthConfig::default(), "/health/ready").expect("in test")
     }
 
     #[test]

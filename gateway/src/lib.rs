@@ -59,20 +59,21 @@ pub fn state(config: &GatewayConfig) -> Result<Arc<http::AppState>, Error> {
         .iter()
         .map(|(prefix, route)| {
             let route = route.resolve();
-            proxy::Target {
+            Ok(proxy::Target {
                 prefix: prefix.clone(),
                 pool: balance::Pool::new(
                     route.upstream.urls(),
                     route.balance,
                     config.health.clone(),
                     &route.health_path,
-                ),
+                )
+                .map_err(|e| Error::Config(format!("route {prefix}: {e}")))?,
                 strip_prefix: route.strip_prefix,
                 timeout: route.timeout.unwrap_or(config.upstream_timeout),
                 limiter: limits::Limiter::new(route.rate_limit.unwrap_or(config.limits.per_client)),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, Error>>()?;
     targets.sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
     let db = config.database.connect_lazy()?;
     Ok(Arc::new(http::AppState {

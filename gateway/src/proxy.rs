@@ -44,17 +44,24 @@ impl Target {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
-    /// The URL of `path_and_query` on instance `base`.
-    fn url(&self, base: &str, path_and_query: &str) -> String {
-        if !self.strip_prefix {
-            return format!("{base}{path_and_query}");
-        }
-        let tail = &path_and_query[self.prefix.len()..];
-        if tail.starts_with('/') {
-            format!("{base}{tail}")
+    /// The URL of `path_and_query` on instance `base`: the base's path, then the request's
+    /// (less the route's prefix, if stripped), and its query. Only the path and query are parsed
+    /// here; the base was parsed once, at start.
+    fn url(&self, base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
+        let rest = if self.strip_prefix {
+            &path_and_query[self.prefix.len()..]
         } else {
-            format!("{base}/{tail}")
-        }
+            path_and_query
+        };
+        let (path, query) = rest
+            .split_once('?')
+            .map_or((rest, None), |(path, query)| (path, Some(query)));
+        let mut url = base.clone();
+        let base_path = base.path().trim_end_matches('/');
+        let path = path.strip_prefix('/').unwrap_or(path);
+        url.set_path(&format!("{base_path}/{path}"));
+        url.set_query(query);
+        url
     }
 }
 
@@ -190,11 +197,11 @@ impl Proxy {
             tried.push(index);
             let pool = &target.pool;
             let instance = &pool.instances()[index];
-            let url = target.url(&instance.url, path_and_query);
+            let url = target.url(&instance.base, path_and_query);
             let _lease = pool.lease(index);
             let sent = self
                 .client
-                .request(parts.method.clone(), &url)
+                .request(parts.method.clone(), url)
                 .headers(headers.clone())
                 .body(body.clone())
                 .send();
@@ -202,7 +209,7 @@ impl Proxy {
                 Ok(Ok(response)) => response,
                 Ok(Err(e)) => {
                     pool.report(index, false);
-                    tracing::warn!(%url, error = %e, "no answer from upstream");
+                    tracing::warn!(upstream = %instance.url, path = path_and_query, error = %e, "no answer from upstream");
                     // A connect timeout is a dead upstream, not a slow one: test it first.
                     failure = if e.is_connect() {
                         Failure::Unreachable
@@ -219,7 +226,7 @@ impl Proxy {
                 }
                 Err(_) => {
                     pool.report(index, false);
-                    tracing::warn!(%url, timeout = ?target.timeout, "upstream timed out");
+                    tracing::warn!(upstream = %instance.url, path = path_and_query, timeout = ?target.timeout, "upstream timed out");
                     failure = Failure::TimedOut;
                     break;
                 }
@@ -233,7 +240,7 @@ impl Proxy {
             );
             pool.report(index, !unavailable);
             if unavailable && idempotent && tried.len() < MAX_ATTEMPTS && pool.has_untried(&tried) {
-                tracing::warn!(%url, %status, "upstream unavailable; trying another instance");
+                tracing::warn!(upstream = %instance.url, path = path_and_query, %status, "upstream unavailable; trying another instance");
                 continue;
             }
             let headers = strip_hop_by_hop(answer.headers().clone());
@@ -278,4 +285,68 @@ fn strip_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
         headers.remove(name);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Balance, HealthConfig, LimitsConfig};
+
+    fn target(prefix: &str, base: &str, strip_prefix: bool) -> (Target, reqwest::Url) {
+        let urls = [base.to_owned()];
+        let pool = Pool::new(
+            &urls,
+            Balance::default(),
+            HealthConfig::default(),
+            "/health",
+        )
+        .expect("in test");
+        let base = pool.instances()[0].base.clone();
+        let target = Target {
+            prefix: prefix.into(),
+            pool,
+            strip_prefix,
+            timeout: Duration::from_secs(1),
+            limiter: Limiter::new(LimitsConfig::default().per_client),
+        };
+        (target, base)
+    }
+
+    fn url(target: &(Target, reqwest::Url), path_and_query: &str) -> String {
+        target.0.url(&target.1, path_and_query).to_string()
+    }
+
+    #[test]
+    fn the_request_path_and_query_follow_the_instance_base() {
+        let orders = target("/api/orders", "http://127.0.0.1:8082/", false);
+        assert_eq!(
+            url(&orders, "/api/orders/7?a=1&b=%20x"),
+            "http://127.0.0.1:8082/api/orders/7?a=1&b=%20x"
+        );
+        assert_eq!(
+            url(&orders, "/api/orders"),
+            "http://127.0.0.1:8082/api/orders"
+        );
+        assert_eq!(
+            url(&orders, "/api/orders?"),
+            "http://127.0.0.1:8082/api/orders?"
+        );
+
+        let schemas = target("/api/schemas", "http://127.0.0.1:8081", true);
+        assert_eq!(
+            url(&schemas, "/api/schemas/subjects"),
+            "http://127.0.0.1:8081/subjects"
+        );
+        assert_eq!(url(&schemas, "/api/schemas"), "http://127.0.0.1:8081/");
+        assert_eq!(
+            url(&schemas, "/api/schemas?x=1"),
+            "http://127.0.0.1:8081/?x=1"
+        );
+
+        let nested = target("/api/schemas", "http://registry:8081/v1/", true);
+        assert_eq!(
+            url(&nested, "/api/schemas/subjects/a%2Fb/versions"),
+            "http://registry:8081/v1/subjects/a%2Fb/versions"
+        );
+    }
 }

@@ -18,7 +18,12 @@
 //! With no Zipkin endpoint configured, spans still get ids, so logs carry trace ids and the
 //! context still propagates; nothing is exported.
 
-use std::{borrow::Cow, collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use axum::http;
 
@@ -167,7 +172,7 @@ impl Tracer {
         kind: SpanKind,
         headers: &http::HeaderMap,
     ) -> Span {
-        let parent = propagator().extract(&HeaderExtractor(headers));
+        let parent = PROPAGATOR.extract(&HeaderExtractor(headers));
         self.start_in(name, kind, &parent)
     }
 
@@ -180,10 +185,7 @@ impl Tracer {
         traceparent: Option<&str>,
     ) -> Span {
         let parent = match traceparent {
-            Some(tp) => {
-                let carrier = HashMap::from([(TRACEPARENT.to_owned(), tp.to_owned())]);
-                TraceContextPropagator::new().extract(&carrier)
-            }
+            Some(tp) => TraceContextPropagator::new().extract(&Traceparent(tp)),
             None => Context::new(),
         };
         self.start_in(name, kind, &parent)
@@ -206,12 +208,25 @@ impl Tracer {
 }
 
 /// W3C trace context first, then B3: the first that finds a parent wins, and W3C is tried last
-/// so that it wins when a caller sends both.
-fn propagator() -> TextMapCompositePropagator {
+/// so that it wins when a caller sends both. Made once: every request a service serves asks it.
+static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
     TextMapCompositePropagator::new(vec![
         Box::new(opentelemetry_zipkin::Propagator::new()),
         Box::new(TraceContextPropagator::new()),
     ])
+});
+
+/// A lone `traceparent`, as an outbox row or an event carries it.
+struct Traceparent<'a>(&'a str);
+
+impl Extractor for Traceparent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
