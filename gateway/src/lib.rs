@@ -49,10 +49,14 @@ pub enum Error {
 /// Builds the gateway's state from a validated configuration.
 pub fn state(config: &GatewayConfig) -> Result<Arc<http::AppState>, Error> {
     config.validate().map_err(Error::Config)?;
+    // The proxy's client passes on what an upstream answers, redirects included, and does its
+    // own retrying (see `proxy`).
     let client = reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.upstream_idle_timeout)
         .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
         .build()?;
     let mut targets: Vec<proxy::Target> = config
         .routes

@@ -3,7 +3,14 @@
 
 mod common;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use common::{echo_upstream, http, order_for, problem, stack};
 use oms_gateway::{config::RouteConfig, testing::TestGateway};
@@ -243,6 +250,50 @@ async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_on
         Uuid::parse_str(&id).is_ok(),
         "a request without an id gets one: {id}"
     );
+}
+
+/// A redirect is the upstream's answer to the client, as any other: the gateway passes it on and
+/// does not follow it itself, which would send the caller's identity headers to wherever it points.
+#[tokio::test]
+async fn an_upstreams_redirect_reaches_the_client_unfollowed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    let followed = Arc::new(AtomicUsize::new(0));
+    let counter = followed.clone();
+    let router = axum::Router::new()
+        .route(
+            "/api/orders/old",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/api/orders/new") }),
+        )
+        .route(
+            "/api/orders/new",
+            axum::routing::get(move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "moved here"
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let gateway = TestGateway::spawn(BTreeMap::from([(
+        "/api/orders".into(),
+        RouteConfig::Upstream(upstream),
+    )]))
+    .await;
+    let token = gateway.login("alice").await;
+    let unfollowing = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = unfollowing
+        .get(gateway.url("/api/orders/old"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(response.headers()["location"], "/api/orders/new");
+    assert_eq!(followed.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
