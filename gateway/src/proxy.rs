@@ -209,7 +209,8 @@ impl Proxy {
                 Ok(Ok(response)) => response,
                 Ok(Err(e)) => {
                     pool.report(index, false);
-                    tracing::warn!(upstream = %instance.url, path = path_and_query, error = %e, "no answer from upstream");
+                    tracing::warn!(upstream = %instance.url, path = path_and_query, error = %e,
+                        "no answer from upstream");
                     // A connect timeout is a dead upstream, not a slow one: test it first.
                     failure = if e.is_connect() {
                         Failure::Unreachable
@@ -226,7 +227,8 @@ impl Proxy {
                 }
                 Err(_) => {
                     pool.report(index, false);
-                    tracing::warn!(upstream = %instance.url, path = path_and_query, timeout = ?target.timeout, "upstream timed out");
+                    tracing::warn!(upstream = %instance.url, path = path_and_query,
+                        timeout = ?target.timeout, "upstream timed out");
                     failure = Failure::TimedOut;
                     break;
                 }
@@ -240,7 +242,8 @@ impl Proxy {
             );
             pool.report(index, !unavailable);
             if unavailable && idempotent && tried.len() < MAX_ATTEMPTS && pool.has_untried(&tried) {
-                tracing::warn!(upstream = %instance.url, path = path_and_query, %status, "upstream unavailable; trying another instance");
+                tracing::warn!(upstream = %instance.url, path = path_and_query, %status,
+                    "upstream unavailable; trying another instance");
                 continue;
             }
             let headers = strip_hop_by_hop(answer.headers().clone());
