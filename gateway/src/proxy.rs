@@ -295,28 +295,28 @@ mod tests {
     use super::*;
     use crate::config::{Balance, HealthConfig, LimitsConfig};
 
-    fn target(prefix: &str, base: &str, strip_prefix: bool) -> (Target, reqwest::Url) {
+    fn target(prefix: &str, base: &str, strip_prefix: bool) -> Target {
         let urls = [base.to_owned()];
-        let pool = Pool::new(
-            &urls,
-            Balance::default(),
-            HealthConfig::default(),
-            "/health",
-        )
-        .expect("in test");
-        let base = pool.instances()[0].base.clone();
-        let target = Target {
+        Target {
             prefix: prefix.into(),
-            pool,
+            pool: Pool::new(
+                &urls,
+                Balance::default(),
+                HealthConfig::default(),
+                "/health",
+            )
+            .expect("in test"),
             strip_prefix,
             timeout: Duration::from_secs(1),
             limiter: Limiter::new(LimitsConfig::default().per_client),
-        };
-        (target, base)
+        }
     }
 
-    fn url(target: &(Target, reqwest::Url), path_and_query: &str) -> String {
-        target.0.url(&target.1, path_and_query).to_string()
+    /// The URL `target` forwards `path_and_query` to, on its one instance.
+    fn url(target: &Target, path_and_query: &str) -> String {
+        target
+            .url(&target.pool.instances()[0].base, path_and_query)
+            .to_string()
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{echo_upstream, http, order_for};
+use common::{echo_upstream, http, order_for, upstream};
 use oms_api::testing::TestApi;
 use oms_gateway::{
     config::{Route, RouteConfig, Upstream},
@@ -267,13 +267,13 @@ async fn killing_one_of_two_api_instances_under_load_fails_no_idempotent_request
 #[tokio::test]
 async fn a_gateway_shutting_down_finishes_the_requests_in_flight() {
     // An upstream that takes a second to answer.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = axum::Router::new().fallback(|| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        "done"
-    });
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let slow = upstream(|_| {
+        axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "done"
+        })
+    })
+    .await;
     let gateway = TestGateway::spawn(instances(vec![slow])).await;
     let token = gateway.login("alice").await;
     let url = gateway.url("/api/orders");

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{echo_upstream, http, order_for, problem, stack};
+use common::{echo_upstream, http, order_for, problem, stack, upstream};
 use oms_gateway::{config::RouteConfig, testing::TestGateway};
 use oms_saga::{
     bus,
@@ -256,25 +256,25 @@ async fn the_gateway_forwards_request_id_trace_context_and_the_checked_caller_on
 /// does not follow it itself, which would send the caller's identity headers to wherever it points.
 #[tokio::test]
 async fn an_upstreams_redirect_reaches_the_client_unfollowed() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
     let followed = Arc::new(AtomicUsize::new(0));
     let counter = followed.clone();
-    let router = axum::Router::new()
-        .route(
-            "/api/orders/old",
-            axum::routing::get(|| async { axum::response::Redirect::temporary("/api/orders/new") }),
-        )
-        .route(
-            "/api/orders/new",
-            axum::routing::get(move || async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                "moved here"
-            }),
-        );
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let upstream = upstream(|_| {
+        axum::Router::new()
+            .route(
+                "/api/orders/old",
+                axum::routing::get(|| async {
+                    axum::response::Redirect::temporary("/api/orders/new")
+                }),
+            )
+            .route(
+                "/api/orders/new",
+                axum::routing::get(move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    "moved here"
+                }),
+            )
+    })
+    .await;
     let gateway = TestGateway::spawn(BTreeMap::from([(
         "/api/orders".into(),
         RouteConfig::Upstream(upstream),

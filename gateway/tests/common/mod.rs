@@ -53,21 +53,29 @@ pub async fn problem(request: RequestBuilder, status: StatusCode) -> Value {
     response.json().await.expect("problem body")
 }
 
-/// An upstream that answers with the headers it received, and its own URL as `_upstream`.
-pub async fn echo_upstream() -> String {
+/// Serves the router `make` builds, given the URL it will be served at, on a free port of its
+/// own: an upstream for the gateway. Its URL.
+pub async fn upstream(make: impl FnOnce(String) -> Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let me = url.clone();
-    let router = Router::new().fallback(any(move |headers: HeaderMap| async move {
-        let mut seen: serde_json::Map<String, Value> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or_default())))
-            .collect();
-        seen.insert("_upstream".into(), me.into());
-        axum::Json(seen)
-    }));
+    let router = make(url.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     url
+}
+
+/// An upstream that answers with the headers it received, and its own URL as `_upstream`.
+pub async fn echo_upstream() -> String {
+    upstream(|me| {
+        Router::new().fallback(any(move |headers: HeaderMap| async move {
+            let mut seen: serde_json::Map<String, Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or_default())))
+                .collect();
+            seen.insert("_upstream".into(), me.into());
+            axum::Json(seen)
+        }))
+    })
+    .await
 }
