@@ -8,10 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oms_saga::bus::{EventBus, Headers, Message, TopicSpec};
+use oms_saga::{
+    bus::{EventBus, Headers, Message, TopicSpec},
+    config::{DatabaseConfig, Secret},
+};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{Error, Result};
@@ -39,7 +42,8 @@ impl Rate {
 
 /// `clients` connections commit, back to back for `duration`, one transaction each that inserts
 /// an order row and its outbox row, as the order API does, into a scratch database made from the
-/// order service's migrations on the server of `admin_url` (dropped afterwards).
+/// order service's migrations on the server of `admin_url` (dropped afterwards). Its connections
+/// are pooled as the services pool theirs.
 pub async fn postgres(admin_url: &str, clients: usize, duration: Duration) -> Result<Rate> {
     let name = format!("oms_bench_ceiling_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(admin_url).await?;
@@ -58,10 +62,12 @@ pub async fn postgres(admin_url: &str, clients: usize, duration: Duration) -> Re
 }
 
 async fn insert_orders(url: &str, clients: usize, duration: Duration) -> Result<Rate> {
-    let pool = PgPoolOptions::new()
-        .max_connections(u32::try_from(clients).unwrap_or(u32::MAX))
-        .connect(url)
-        .await?;
+    let pool = DatabaseConfig {
+        url: Secret::new(url),
+        max_connections: u32::try_from(clients).unwrap_or(u32::MAX),
+        ..DatabaseConfig::default()
+    }
+    .connect_lazy()?;
     ORDERS
         .run(&pool)
         .await

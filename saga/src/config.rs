@@ -146,6 +146,9 @@ impl Serialize for Secret {
     }
 }
 
+/// How long a pooled connection may sit idle before it is checked, with a round trip, before use.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// A PostgreSQL database that a service owns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,10 +179,26 @@ impl DatabaseConfig {
 
     /// Opens a pool without waiting for the database: a service starts, reports not ready, and
     /// recovers when PostgreSQL comes back, instead of crash-looping.
+    ///
+    /// A connection idle for less than [`PING_IDLE_AFTER`] is handed out as it is. sqlx's
+    /// default asks PostgreSQL whether a connection lives before every use, a round trip (and a
+    /// wake-up of a server process) for each transaction and each lone statement; a connection
+    /// just used is alive unless the server went away in between, and then its statement fails
+    /// like any statement during an outage, and sqlx drops the connection.
     pub fn connect_lazy(&self) -> Result<sqlx::PgPool> {
+        use sqlx::Connection;
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy(self.url.expose())
             .map_err(Error::Database)
     }
