@@ -10,6 +10,11 @@
 //! Several relays (one per service instance) may run against one database. Rows are claimed with
 //! `FOR UPDATE SKIP LOCKED`, and a transaction-scoped advisory lock lets only one relay publish at a
 //! time: two relays publishing interleaved batches could reorder one order's events.
+//!
+//! A relay looks for rows when a commit in its own process wakes it. A relay that finds another
+//! publishing tries again shortly rather than at its next poll, since the other may have chosen
+//! its batch before this process's rows committed: so every process's events go out promptly,
+//! and the poll is left to catch the rows of a process that stopped before relaying them.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -88,7 +93,8 @@ pub struct RelayConfig {
     /// Rows published per broker round trip.
     pub batch_size: i64,
     /// How long an idle relay waits before looking again, unless a commit in its own process
-    /// wakes it first: the bound on how long events written by other processes wait.
+    /// wakes it first: the bound on how long the events of a process that stopped before relaying
+    /// them wait for another instance's relay.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
 }
@@ -97,16 +103,29 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            poll_interval: Duration::from_millis(10),
+            poll_interval: Duration::from_millis(250),
         }
     }
 }
+
+/// What one step of a relay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Published this many events; none were waiting if 0.
+    Published(usize),
+    /// Another relay is publishing from this database.
+    Busy,
+}
+
+/// How soon a relay that found another publishing tries again; it waits twice as long each time
+/// it finds it still publishing, up to its poll interval (the other may be waiting on a broker).
+const BUSY_RETRY: Duration = Duration::from_millis(5);
 
 /// How often the relay measures its backlog.
 const BACKLOG_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Key of the advisory lock that elects the publishing relay of a database.
-const RELAY_LOCK: i64 = 0x6f6d_735f_6f75_7462; // "oms_outb"
+pub const RELAY_LOCK: i64 = 0x6f6d_735f_6f75_7462; // "oms_outb"
 
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -165,6 +184,7 @@ impl Relay {
         let mut delays = backoff();
         let mut topics_ready = self.topics.is_empty();
         let mut idle = false;
+        let mut busy_wait = BUSY_RETRY;
         let mut sampled = std::time::Instant::now() - BACKLOG_SAMPLE;
         let mut listener = self.wake.listen();
         loop {
@@ -181,12 +201,23 @@ impl Relay {
                 _ = &mut shutdown => return,
                 step = self.step(&mut topics_ready, idle) => step,
             };
-            idle = matches!(step, Ok(0));
+            idle = matches!(step, Ok(Relayed::Published(0)));
+            if !matches!(step, Ok(Relayed::Busy)) {
+                busy_wait = BUSY_RETRY;
+            }
             match step {
-                Ok(n) if n as i64 >= self.config.batch_size => {}
+                Ok(Relayed::Published(n)) if n as i64 >= self.config.batch_size => {}
+                Ok(Relayed::Busy) => {
+                    delays = backoff();
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(busy_wait) => {}
+                    }
+                    busy_wait = (busy_wait * 2).min(self.config.poll_interval);
+                }
                 // Woken or not, an idle relay asks first whether anything waits: not every
                 // commit that wakes it wrote events.
-                Ok(_) => {
+                Ok(Relayed::Published(_)) => {
                     delays = backoff();
                     tokio::select! {
                         _ = &mut shutdown => return,
@@ -209,8 +240,9 @@ impl Relay {
 
     /// Creates the topics first if that has not succeeded yet, then relays one batch. When the
     /// last step found nothing, it first asks, in one statement outside a transaction, whether
-    /// anything waits: an idle relay polls a hundred times a second, and relaying takes four.
-    async fn step(&self, topics_ready: &mut bool, idle: bool) -> Result<usize> {
+    /// anything waits: most wakes find nothing (not every commit writes events), and relaying
+    /// takes four statements.
+    async fn step(&self, topics_ready: &mut bool, idle: bool) -> Result<Relayed> {
         if !*topics_ready {
             self.bus.ensure_topics(&self.topics).await?;
             *topics_ready = true;
@@ -222,7 +254,7 @@ impl Relay {
             .fetch_one(&self.pool)
             .await?;
             if !waiting {
-                return Ok(0);
+                return Ok(Relayed::Published(0));
             }
         }
         self.relay_once().await
@@ -243,15 +275,15 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes one batch; returns how many rows went out.
-    pub async fn relay_once(&self) -> Result<usize> {
+    /// Publishes one batch, unless another relay is publishing.
+    pub async fn relay_once(&self) -> Result<Relayed> {
         let mut tx = self.pool.begin().await?;
         let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
             .fetch_one(&mut *tx)
             .await?;
         if !elected {
-            return Ok(0);
+            return Ok(Relayed::Busy);
         }
         let rows = sqlx::query(
             "SELECT id, event_id, topic, message_key, event_type, payload, occurred_at, \
@@ -262,7 +294,7 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Relayed::Published(0));
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
@@ -312,6 +344,6 @@ impl Relay {
             let age = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!("oms_outbox_publish_delay_seconds").record(age);
         }
-        Ok(ids.len())
+        Ok(Relayed::Published(ids.len()))
     }
 }

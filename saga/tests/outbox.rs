@@ -144,7 +144,7 @@ async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_pause
 
     broker.pause();
     enqueue(&db.pool, &topic, "o", 2).await;
-    // Long enough for many relay rounds (it polls every 10 ms): none may mark the row.
+    // Long enough for the relay to have tried: it may not mark the row.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         unpublished(&db.pool).await,
@@ -214,6 +214,52 @@ async fn a_woken_relay_publishes_at_once_and_an_unwoken_one_waits_for_its_poll()
         steps(&delivered).await,
         [("o".to_owned(), 1), ("o".to_owned(), 2)]
     );
+
+    stop.cancel();
+    task.await.expect("relay stops on shutdown");
+}
+
+#[tokio::test]
+async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
+    let db = testing::database(&MIGRATOR).await;
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::unique("outbox");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .expect("topic");
+    let wake = Wake::default();
+    let stop = CancellationToken::new();
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(600),
+        ..RelayConfig::default()
+    };
+    let relay =
+        Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config).woken_by(&wake);
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+
+    // Another relay (another instance's) is publishing: it holds the election's lock, and chose
+    // its batch before this process's event committed.
+    let mut other = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(outbox::RELAY_LOCK)
+        .execute(&mut *other)
+        .await
+        .expect("the relay lock");
+    enqueue(&db.pool, &topic, "o", 1).await;
+    wake.wake();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        unpublished(&db.pool).await,
+        1,
+        "nothing is sent while another relay publishes"
+    );
+
+    // The other finishes without having seen the event: this relay, woken once and with ten
+    // minutes to its next poll, sends it.
+    other.commit().await.expect("commit");
+    all_sent(&db.pool, Duration::from_secs(10)).await;
+    let delivered = testing::consume_events(bus.as_ref(), &topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(steps(&delivered).await, [("o".to_owned(), 1)]);
 
     stop.cancel();
     task.await.expect("relay stops on shutdown");
