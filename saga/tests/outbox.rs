@@ -176,31 +176,62 @@ async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_pause
     );
 }
 
+/// A relay on a one-partition topic of its own that looks for events when `wake` is woken, and
+/// otherwise only every ten minutes.
+struct WokenRelay {
+    db: testing::TestDatabase,
+    bus: Arc<dyn bus::EventBus>,
+    topic: String,
+    wake: Wake,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WokenRelay {
+    async fn start() -> Self {
+        let db = testing::database(&MIGRATOR).await;
+        let (_, bus) = testing::shared_bus().await;
+        let topic = testing::unique("outbox");
+        bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+            .await
+            .expect("topic");
+        let wake = Wake::default();
+        let stop = CancellationToken::new();
+        let config = RelayConfig {
+            poll_interval: Duration::from_secs(600),
+            ..RelayConfig::default()
+        };
+        let relay =
+            Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config).woken_by(&wake);
+        let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+        Self {
+            db,
+            bus,
+            topic,
+            wake,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("relay stops on shutdown");
+    }
+}
+
 #[tokio::test]
 async fn a_woken_relay_publishes_at_once_and_an_unwoken_one_waits_for_its_poll() {
-    let db = testing::database(&MIGRATOR).await;
-    let (_, bus) = testing::shared_bus().await;
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
-    let wake = Wake::default();
-    let stop = CancellationToken::new();
-    let config = RelayConfig {
-        poll_interval: Duration::from_secs(600),
-        ..RelayConfig::default()
-    };
-    let relay =
-        Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config).woken_by(&wake);
-    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    let relay = WokenRelay::start().await;
+    let (db, bus, topic, wake) = (&relay.db, &relay.bus, &relay.topic, &relay.wake);
 
-    enqueue(&db.pool, &topic, "o", 1).await;
+    enqueue(&db.pool, topic, "o", 1).await;
     wake.wake();
     all_sent(&db.pool, Duration::from_secs(30)).await;
     // Whatever look that wake still causes is over; the relay now waits its ten minutes.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    enqueue(&db.pool, &topic, "o", 2).await;
+    enqueue(&db.pool, topic, "o", 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         unpublished(&db.pool).await,
@@ -209,33 +240,19 @@ async fn a_woken_relay_publishes_at_once_and_an_unwoken_one_waits_for_its_poll()
     );
     wake.wake();
     all_sent(&db.pool, Duration::from_secs(10)).await;
-    let delivered = testing::consume_events(bus.as_ref(), &topic, 2, Duration::from_secs(30)).await;
+    let delivered = testing::consume_events(bus.as_ref(), topic, 2, Duration::from_secs(30)).await;
     assert_eq!(
         steps(&delivered).await,
         [("o".to_owned(), 1), ("o".to_owned(), 2)]
     );
 
-    stop.cancel();
-    task.await.expect("relay stops on shutdown");
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
-    let db = testing::database(&MIGRATOR).await;
-    let (_, bus) = testing::shared_bus().await;
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
-    let wake = Wake::default();
-    let stop = CancellationToken::new();
-    let config = RelayConfig {
-        poll_interval: Duration::from_secs(600),
-        ..RelayConfig::default()
-    };
-    let relay =
-        Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config).woken_by(&wake);
-    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    let relay = WokenRelay::start().await;
+    let (db, bus, topic, wake) = (&relay.db, &relay.bus, &relay.topic, &relay.wake);
 
     // Another relay (another instance's) is publishing: it holds the election's lock, and chose
     // its batch before this process's event committed.
@@ -245,7 +262,7 @@ async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
         .execute(&mut *other)
         .await
         .expect("the relay lock");
-    enqueue(&db.pool, &topic, "o", 1).await;
+    enqueue(&db.pool, topic, "o", 1).await;
     wake.wake();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -258,9 +275,8 @@ async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
     // minutes to its next poll, sends it.
     other.commit().await.expect("commit");
     all_sent(&db.pool, Duration::from_secs(10)).await;
-    let delivered = testing::consume_events(bus.as_ref(), &topic, 1, Duration::from_secs(30)).await;
+    let delivered = testing::consume_events(bus.as_ref(), topic, 1, Duration::from_secs(30)).await;
     assert_eq!(steps(&delivered).await, [("o".to_owned(), 1)]);
 
-    stop.cancel();
-    task.await.expect("relay stops on shutdown");
+    relay.stop().await;
 }
