@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod load;
 pub mod report;
 pub mod saga;
+pub mod writes;
 
 use std::time::Duration;
 

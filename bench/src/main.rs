@@ -6,12 +6,13 @@ use oms_bench::{
     load::{self, Target},
     report::{self, Machine, Phase, Report},
     saga::Follower,
+    writes,
 };
 use oms_cli::CliConfig;
 use oms_saga::{
     avro::AvroCodec,
     bus,
-    config::{self, ConfigArgs},
+    config::{self, ConfigArgs, DatabaseConfig},
 };
 use uuid::Uuid;
 
@@ -122,6 +123,18 @@ async fn measure(run: Run) -> Result<Report> {
     let api = Target::api(&run.api, run.customer);
     let bus = bus::connect(&config.bus)?;
     let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
+    let orders_database = config
+        .databases
+        .orders
+        .as_ref()
+        .ok_or_else(|| Error::Setup("the config names no databases.orders".into()))?;
+    // Any database of the server will do: what it wrote is counted for the whole server.
+    let server = DatabaseConfig {
+        url: orders_database.clone(),
+        max_connections: 1,
+        ..DatabaseConfig::default()
+    }
+    .connect_lazy()?;
     let follower = Follower::start(
         bus.clone(),
         codec,
@@ -133,6 +146,7 @@ async fn measure(run: Run) -> Result<Report> {
         "open loop: {} orders/s for {:?}",
         run.rate, run.open_for
     ));
+    let writes = writes::Mark::after_checkpoint(&server).await?;
     let cpu = cpu::Snapshot::now();
     let placed = load::open_loop(
         &http,
@@ -145,18 +159,31 @@ async fn measure(run: Run) -> Result<Report> {
     .await;
     let saga = follower.saga(&placed.orders, run.settle).await;
     let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
-    let open_loop = Phase { placed, saga, cpu };
+    let writes = writes.until(&writes::Mark::now(&server).await?, saga.notified);
+    let open_loop = Phase {
+        placed,
+        saga,
+        cpu,
+        writes,
+    };
 
     step(&format!(
         "closed loop: {} clients for {:?} through the gateway",
         run.clients, run.closed_for
     ));
+    let writes = writes::Mark::after_checkpoint(&server).await?;
     let cpu = cpu::Snapshot::now();
     let placed =
         load::closed_loop(&http, &gateway, &run.product, run.clients, run.closed_for).await;
     let saga = follower.saga(&placed.orders, run.settle).await;
     let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
-    let closed_loop = Phase { placed, saga, cpu };
+    let writes = writes.until(&writes::Mark::now(&server).await?, saga.notified);
+    let closed_loop = Phase {
+        placed,
+        saga,
+        cpu,
+        writes,
+    };
 
     step("closed loop straight to the API");
     let closed_loop_api =
@@ -186,11 +213,6 @@ async fn measure(run: Run) -> Result<Report> {
     let lone_reads_api = load::cached_reads(&http, &api, order, 1, run.reads_for).await;
 
     step("the PostgreSQL ceiling");
-    let orders_database = config
-        .databases
-        .orders
-        .as_ref()
-        .ok_or_else(|| Error::Setup("the config names no databases.orders".into()))?;
     let postgres_ceiling =
         ceiling::postgres(orders_database.expose(), run.clients, run.ceiling_for).await?;
     step("the broker ceiling, with messages the size of an OrderPlaced");

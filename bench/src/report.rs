@@ -11,6 +11,7 @@ use crate::{
     cpu::Cpu,
     load::{Placed, Reads},
     saga::Saga,
+    writes::Writes,
 };
 
 /// The machine a run measured, as it reports itself.
@@ -91,6 +92,8 @@ pub struct Phase {
     pub saga: Saga,
     /// From the first placement until the sagas settled, per notified order.
     pub cpu: Cpu,
+    /// What PostgreSQL wrote over the same span, per notified order.
+    pub writes: Writes,
 }
 
 /// One row of the table: a label, where its figure is in a report, and the target if any.
@@ -156,6 +159,16 @@ const ROWS: &[(&str, &str, &str)] = &[
         "",
     ),
     ("closed loop: cores idle", "/closedLoop/cpu/idleShare", ""),
+    (
+        "closed loop: PostgreSQL write transactions per saga",
+        "/closedLoop/writes/transactionsPerOrder",
+        "",
+    ),
+    (
+        "closed loop: PostgreSQL WAL bytes per saga",
+        "/closedLoop/writes/walBytesPerOrder",
+        "",
+    ),
     (
         "closed loop: accepted orders/s (API direct)",
         "/closedLoopApi/acceptedPerSecond",
