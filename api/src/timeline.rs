@@ -3,9 +3,9 @@
 //!
 //! The order service cannot read the other services' databases, and should not: it reads their
 //! topics instead. A consumer of its own ([`Recorder`], group `timeline.group`) records each event
-//! of the configured topics in `saga_events`, through the same inbox as every worker, so a
-//! redelivered event is recorded once. The table is a projection: emptied with the group's inbox
-//! rows, a rewind of the group rebuilds it.
+//! of the configured topics in `saga_events`, keyed by the event's id, so a redelivered event is
+//! recorded once; that key is its deduplication, and the loop keeps no inbox rows for it. The
+//! table is a projection: emptied, a rewind of the group rebuilds it.
 //! The live stream an admin watches reads the same table, so a reconnecting client resumes from
 //! the last event it saw and misses nothing.
 
@@ -78,12 +78,17 @@ pub struct Entry {
     pub payload: serde_json::Value,
 }
 
-/// Records every event it is given; a batch of them in one statement.
+/// Records every event it is given; a batch of them in one statement, skipping those already
+/// recorded.
 #[derive(Debug)]
 pub struct Recorder;
 
 #[async_trait]
 impl Handler for Recorder {
+    fn deduplicates(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, tx: &mut PgConnection, event: &EventRecord) -> Result<(), HandlerError> {
         self.handle_all(tx, &[event]).await.map_err(|(_, e)| e)
     }

@@ -259,6 +259,67 @@ async fn malformed_oversized_or_mistyped_requests_get_a_clear_4xx_and_never_reac
     assert_eq!(client.order_count().await, 0);
 }
 
+/// The timeline keeps no inbox rows: its rows are keyed by the event id. An event published
+/// again, as it is when a relay stops between the broker's acknowledgement and its mark, is
+/// recorded once, and the events behind it on its partition are recorded too.
+#[tokio::test]
+async fn a_republished_event_is_recorded_once_in_the_timeline_and_its_partition_goes_on() {
+    let client = Client::new().await;
+    let (order, _) = placed(json_of(client.place(&order_for(Uuid::new_v4())).await).await);
+    let id = order["id"].as_str().expect("id").to_owned();
+    let pool = &client.api.db.pool;
+    let recorded = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT event_type FROM saga_events WHERE order_key = $1 ORDER BY seq",
+        )
+        .bind(&id)
+        .fetch_all(pool)
+        .await
+        .expect("saga_events")
+    };
+    testing::eventually(Duration::from_secs(30), "OrderPlaced recorded", || async {
+        (recorded().await == ["OrderPlaced"]).then_some(())
+    })
+    .await;
+
+    let republished = sqlx::query(
+        "UPDATE outbox SET published_at = NULL WHERE message_key = $1 AND event_type = 'OrderPlaced'",
+    )
+    .bind(&id)
+    .execute(pool)
+    .await
+    .expect("unmark");
+    assert_eq!(republished.rows_affected(), 1);
+    assert_eq!(
+        client.set_status(&id, "CANCELLED").await.status(),
+        StatusCode::OK
+    );
+    let events = testing::eventually(
+        Duration::from_secs(30),
+        "the cancellation recorded behind the republished OrderPlaced",
+        || async {
+            let events = recorded().await;
+            (events.len() > 1).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events[0], "OrderPlaced", "{events:?}");
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE message_key = $1 AND published_at IS NULL",
+    )
+    .bind(&id)
+    .fetch_one(pool)
+    .await
+    .expect("outbox");
+    assert_eq!(unpublished, 0, "the OrderPlaced went out a second time");
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = $1")
+        .bind(&client.api.config.timeline.consumer.group)
+        .fetch_one(pool)
+        .await
+        .expect("inbox");
+    assert_eq!(inbox, 0);
+}
+
 #[tokio::test]
 async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     let client = Client::new().await;

@@ -4,7 +4,8 @@
 //! 1. decode it; bytes that are not an event go straight to the dead-letter topic;
 //! 2. in one database transaction, record the event id in the `inbox` (a redelivered event finds
 //!    it there and is skipped) and let the handler write its effects and outgoing events (through
-//!    the outbox) on the same transaction;
+//!    the outbox) on the same transaction; a handler whose effect is a row keyed by the event id
+//!    deduplicates by that key instead ([`Handler::deduplicates`]);
 //! 3. commit, and only then acknowledge the delivery, so a crash anywhere before redelivers it.
 //!
 //! Under load, the deliveries that have already arrived when one is taken (up to
@@ -115,6 +116,14 @@ pub trait Handler: Send + Sync {
     /// Runs after the transaction that handled `events` committed, for effects outside the
     /// database (refreshing a cache). Best effort: it cannot undo the commit.
     async fn after_commit(&self, _events: &[&EventRecord]) {}
+
+    /// Whether the handler's own writes already refuse an event twice (a row keyed by the
+    /// event's id, inserted or left alone), so that the loop need not record events in the
+    /// inbox: a second row per event that only says what the first already does. Its
+    /// redelivered events count as handled, since only the handler knows they changed nothing.
+    fn deduplicates(&self) -> bool {
+        false
+    }
 }
 
 /// A shared handler, for workers that keep a handle to inspect or configure it.
@@ -134,6 +143,10 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
 
     async fn after_commit(&self, events: &[&EventRecord]) {
         (**self).after_commit(events).await
+    }
+
+    fn deduplicates(&self) -> bool {
+        (**self).deduplicates()
     }
 }
 
@@ -465,23 +478,28 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// One attempt at `records`, in order, in one transaction: the inbox skips those already
-    /// handled (a repeat within `records` too), the handler applies the others. Commits all or
-    /// nothing; on failure, also says how many records before the failing one went fine.
+    /// handled (a repeat within `records` too), unless the handler deduplicates them itself;
+    /// the handler applies the others. Commits all or nothing; on failure, also says how many
+    /// records before the failing one went fine.
     async fn apply(&self, records: &[EventRecord]) -> Result<Vec<Outcome>, (usize, HandlerError)> {
         let at_start = |e: sqlx::Error| (0, HandlerError::from(e));
         let mut tx = self.pool.begin().await.map_err(at_start)?;
         let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
-        let mut first_time: HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.config.group)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(at_start)?
-        .into_iter()
-        .collect();
+        let mut first_time: HashSet<Uuid> = if self.handler.deduplicates() {
+            ids.into_iter().collect()
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+            )
+            .bind(&self.config.group)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(at_start)?
+            .into_iter()
+            .collect()
+        };
         let mut outcomes = Vec::with_capacity(records.len());
         // The new events, and where each is in `records`.
         let mut new = Vec::with_capacity(records.len());
