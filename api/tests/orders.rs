@@ -260,7 +260,7 @@ async fn malformed_oversized_or_mistyped_requests_get_a_clear_4xx_and_never_reac
 }
 
 /// The timeline keeps no inbox rows: its rows are keyed by the event id. An event published
-/// again, as it is when a relay stops between the broker's acknowledgement and its mark, is
+/// again, as it is when a relay stops between the broker's acknowledgement and its delete, is
 /// recorded once, and the events behind it on its partition are recorded too.
 #[tokio::test]
 async fn a_republished_event_is_recorded_once_in_the_timeline_and_its_partition_goes_on() {
@@ -283,7 +283,8 @@ async fn a_republished_event_is_recorded_once_in_the_timeline_and_its_partition_
     .await;
 
     let republished = sqlx::query(
-        "UPDATE outbox SET published_at = NULL WHERE message_key = $1 AND event_type = 'OrderPlaced'",
+        "INSERT INTO outbox_pending (id) SELECT id FROM outbox \
+         WHERE message_key = $1 AND event_type = 'OrderPlaced'",
     )
     .bind(&id)
     .execute(pool)
@@ -304,13 +305,10 @@ async fn a_republished_event_is_recorded_once_in_the_timeline_and_its_partition_
     )
     .await;
     assert_eq!(events[0], "OrderPlaced", "{events:?}");
-    let unpublished: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE message_key = $1 AND published_at IS NULL",
-    )
-    .bind(&id)
-    .fetch_one(pool)
-    .await
-    .expect("outbox");
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(pool)
+        .await
+        .expect("outbox");
     assert_eq!(unpublished, 0, "the OrderPlaced went out a second time");
     let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = $1")
         .bind(&client.api.config.timeline.consumer.group)
@@ -732,11 +730,10 @@ async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it
         Duration::from_secs(30),
         "the first event to be published",
         || async {
-            let left: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&client.api.db.pool)
-                    .await
-                    .ok()?;
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+                .fetch_one(&client.api.db.pool)
+                .await
+                .ok()?;
             (left == 0).then_some(())
         },
     )
@@ -762,7 +759,7 @@ async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it
         .buffer_unordered(16)
         .collect()
         .await;
-    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(&client.api.db.pool)
         .await
         .expect("count");

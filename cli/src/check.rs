@@ -404,10 +404,9 @@ pub async fn snapshot(
         ("inventory", &mut inventory),
         ("notifications", &mut notifications),
     ] {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&mut **tx)
-                .await?;
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&mut **tx)
+            .await?;
         snapshot.unpublished.insert(name.to_owned(), unpublished);
     }
     snapshot.telling_events = telling_events(&mut orders).await?;

@@ -1,15 +1,18 @@
 //! The transactional outbox.
 //!
 //! A service writes its events with [`enqueue`] in the same database transaction as the change
-//! they describe, so an event exists if and only if the change committed. The [`Relay`] publishes
-//! them to the bus in insertion order and marks them sent only after the broker acknowledged them.
-//! If the broker is down, rows wait and orders keep being accepted; once it is back they go out,
-//! in order. A crash between the acknowledgement and the mark republishes a batch, which is why
-//! consumers deduplicate by event id.
+//! they describe, so an event exists if and only if the change committed. Each event is a row of
+//! `outbox`, which is only ever appended to, and its id in `outbox_pending`, the queue of what
+//! is still to go out. The [`Relay`] publishes the queue to the bus in insertion order and takes
+//! the ids off it only after the broker acknowledged them: deleting a narrow row costs the
+//! database a fraction of what updating the event's own row did. If the broker is down, events
+//! wait and orders keep being accepted; once it is back they go out, in order. A crash between
+//! the acknowledgement and the delete republishes a batch, which is why consumers deduplicate by
+//! event id.
 //!
-//! Several relays (one per service instance) may run against one database. Rows are claimed with
-//! `FOR UPDATE SKIP LOCKED`, and a transaction-scoped advisory lock lets only one relay publish at a
-//! time: two relays publishing interleaved batches could reorder one order's events.
+//! Several relays (one per service instance) may run against one database. A transaction-scoped
+//! advisory lock lets only one relay publish at a time: two relays publishing interleaved
+//! batches could reorder one order's events.
 //!
 //! A relay looks for rows when a commit in its own process wakes it. A relay that finds another
 //! publishing tries again shortly rather than at its next poll, since the other may have chosen
@@ -32,11 +35,13 @@ use crate::{
     trace::Tracer,
 };
 
-/// Writes `record` to the outbox inside the caller's transaction.
+/// Writes `record` to the outbox, and queues it for the relay, inside the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
-         correlation_id, causation_id, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "WITH e AS (INSERT INTO outbox (event_id, topic, message_key, event_type, payload, \
+         occurred_at, correlation_id, causation_id, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id) \
+         INSERT INTO outbox_pending (id) SELECT id FROM e",
     )
     .bind(record.event_id)
     .bind(&record.topic)
@@ -65,13 +70,14 @@ pub async fn enqueue_all(conn: &mut PgConnection, records: &[EventRecord]) -> Re
         records.iter().map(field).collect()
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
-         correlation_id, causation_id, traceparent) \
+        "WITH e AS (INSERT INTO outbox (event_id, topic, message_key, event_type, payload, \
+         occurred_at, correlation_id, causation_id, traceparent) \
          SELECT event_id, topic, message_key, event_type, payload, occurred_at, correlation_id, \
          causation_id, traceparent FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
          $5::jsonb[], $6::timestamptz[], $7::uuid[], $8::uuid[], $9::text[]) WITH ORDINALITY \
          AS e(event_id, topic, message_key, event_type, payload, occurred_at, correlation_id, \
-         causation_id, traceparent, n) ORDER BY n",
+         causation_id, traceparent, n) ORDER BY n RETURNING id) \
+         INSERT INTO outbox_pending (id) SELECT id FROM e",
     )
     .bind(column(records, |r| r.event_id))
     .bind(column(records, |r| r.topic.as_str()))
@@ -248,11 +254,9 @@ impl Relay {
             *topics_ready = true;
         }
         if idle {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+            let waiting: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox_pending)")
+                .fetch_one(&self.pool)
+                .await?;
             if !waiting {
                 return Ok(Relayed::Published(0));
             }
@@ -260,10 +264,11 @@ impl Relay {
         self.relay_once().await
     }
 
-    /// Sets the backlog gauges: how many events wait, and for how long the oldest has.
+    /// Sets the backlog gauges: how many events wait, and for how long the first queued has.
     async fn sample_backlog(&self) -> Result<()> {
         let (waiting, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*), min(occurred_at) FROM outbox WHERE published_at IS NULL",
+            "SELECT count(*), (SELECT occurred_at FROM outbox \
+             WHERE id = (SELECT min(id) FROM outbox_pending)) FROM outbox_pending",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -285,10 +290,12 @@ impl Relay {
         if !elected {
             return Ok(Relayed::Busy);
         }
+        // The outbox rows are looked up by id, whatever the planner believes of the two tables'
+        // sizes: a join could walk the outbox, which only grows, from its first row.
         let rows = sqlx::query(
             "SELECT id, event_id, topic, message_key, event_type, payload, occurred_at, \
              correlation_id, causation_id, traceparent FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             WHERE id = ANY(ARRAY(SELECT id FROM outbox_pending ORDER BY id LIMIT $1)) ORDER BY id",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
@@ -333,7 +340,7 @@ impl Relay {
             }
             return Err(e);
         }
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        sqlx::query("DELETE FROM outbox_pending WHERE id = ANY($1)")
             .planned_per_call()
             .bind(&ids)
             .execute(&mut *tx)

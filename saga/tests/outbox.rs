@@ -42,14 +42,14 @@ async fn enqueue(pool: &PgPool, topic: &str, order: &str, n: usize) {
 }
 
 async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(pool)
         .await
         .expect("count")
 }
 
 async fn all_sent(pool: &PgPool, within: Duration) {
-    testing::eventually(within, "every outbox row to be marked sent", || async {
+    testing::eventually(within, "every outbox row to be published", || async {
         (unpublished(pool).await == 0).then_some(())
     })
     .await;
@@ -113,7 +113,8 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
     for (key, steps) in per_key {
         assert_eq!(steps, (0..STEPS).collect::<Vec<_>>(), "events of {key}");
     }
-    // Rows are marked after the acknowledgement, so the consumer may see the last batch first.
+    // Events leave the queue after the acknowledgement, so the consumer may see the last batch
+    // first.
     all_sent(&db.pool, Duration::from_secs(10)).await;
 
     stop.cancel();
@@ -149,7 +150,7 @@ async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_pause
     assert_eq!(
         unpublished(&db.pool).await,
         1,
-        "nothing is marked sent while the broker is paused"
+        "nothing leaves the queue while the broker is paused"
     );
 
     broker.resume();
@@ -279,4 +280,68 @@ async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
     assert_eq!(steps(&delivered).await, [("o".to_owned(), 1)]);
 
     relay.stop().await;
+}
+
+/// An outbox that held published and waiting events before the queue of waiting ids existed:
+/// the migration that brings the queue queues exactly the waiting ones, and a relay sends them,
+/// in their order.
+#[tokio::test]
+async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
+    // The schema as it was before the queue: the migrations before it, from a copy.
+    let before = std::env::temp_dir().join(testing::unique("migrations"));
+    std::fs::create_dir_all(&before).expect("a directory");
+    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/orders");
+    for entry in std::fs::read_dir(all).expect("the migrations") {
+        let path = entry.expect("a migration").path();
+        let name = path.file_name().expect("a name").to_owned();
+        if name.to_string_lossy().as_ref() < "0006" {
+            std::fs::copy(&path, before.join(name)).expect("copy");
+        }
+    }
+    let old = sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .expect("the earlier migrations");
+    let db = testing::database(&old).await;
+    std::fs::remove_dir_all(&before).expect("remove the copy");
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::unique("outbox");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .expect("topic");
+
+    // As the relay left them then: the first sent and marked, the other two waiting.
+    for (n, published) in [(1, true), (2, false), (3, false)] {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
+             correlation_id, published_at) \
+             VALUES ($1, $2, 'o', 'Step', $3, now(), $1, CASE WHEN $4 THEN now() END)",
+        )
+        .bind(id)
+        .bind(&topic)
+        .bind(serde_json::json!({ "order": "o", "n": n }))
+        .bind(published)
+        .execute(&db.pool)
+        .await
+        .expect("an outbox row");
+    }
+    MIGRATOR.run(&db.pool).await.expect("the migrations since");
+    assert_eq!(unpublished(&db.pool).await, 2);
+
+    let relay = Relay::new(
+        db.pool.clone(),
+        bus.clone(),
+        Arc::new(JsonCodec),
+        RelayConfig::default(),
+    );
+    assert_eq!(
+        relay.relay_once().await.expect("relay"),
+        outbox::Relayed::Published(2)
+    );
+    assert_eq!(unpublished(&db.pool).await, 0);
+    let delivered = testing::consume_events(bus.as_ref(), &topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(
+        steps(&delivered).await,
+        [("o".to_owned(), 2), ("o".to_owned(), 3)]
+    );
 }
