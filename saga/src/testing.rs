@@ -92,6 +92,31 @@ pub async fn database(migrator: &Migrator) -> TestDatabase {
     TestDatabase { name, url, pool }
 }
 
+/// A freshly created database with only the migrations of `dir` numbered below `before`: the
+/// schema an earlier release left, on which a test writes what that release would have, then
+/// runs the rest of the migrations over it.
+pub async fn database_before(dir: &std::path::Path, before: i64) -> TestDatabase {
+    let earlier = std::env::temp_dir().join(unique("migrations"));
+    std::fs::create_dir_all(&earlier).expect("a directory for the earlier migrations");
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a migration").path();
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        let version: i64 = name
+            .split('_')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not numbered"));
+        if version < before {
+            std::fs::copy(&path, earlier.join(name.as_ref())).expect("copy a migration");
+        }
+    }
+    let migrator = Migrator::new(earlier.as_path())
+        .await
+        .expect("the earlier migrations");
+    std::fs::remove_dir_all(&earlier).expect("remove the copy");
+    database(&migrator).await
+}
+
 /// Settings for the tests' bus with its broker at `address`, with short timeouts so that
 /// group joins and redeliveries are quick.
 fn bus_config_at(kind: BusKind, address: &str) -> BusConfig {

@@ -287,22 +287,8 @@ async fn a_relay_that_finds_another_publishing_tries_again_before_its_poll() {
 /// in their order.
 #[tokio::test]
 async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
-    // The schema as it was before the queue: the migrations before it, from a copy.
-    let before = std::env::temp_dir().join(testing::unique("migrations"));
-    std::fs::create_dir_all(&before).expect("a directory");
-    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/orders");
-    for entry in std::fs::read_dir(all).expect("the migrations") {
-        let path = entry.expect("a migration").path();
-        let name = path.file_name().expect("a name").to_owned();
-        if name.to_string_lossy().as_ref() < "0006" {
-            std::fs::copy(&path, before.join(name)).expect("copy");
-        }
-    }
-    let old = sqlx::migrate::Migrator::new(before.as_path())
-        .await
-        .expect("the earlier migrations");
-    let db = testing::database(&old).await;
-    std::fs::remove_dir_all(&before).expect("remove the copy");
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/orders");
+    let db = testing::database_before(std::path::Path::new(migrations), 6).await;
     let (_, bus) = testing::shared_bus().await;
     let topic = testing::unique("outbox");
     bus.ensure_topics(&[TopicSpec::new(&topic, 1)])

@@ -55,12 +55,14 @@ impl Handler for Notifier {
             rows.push(event, notice, customer_id);
         }
         // The event id is unique: a second row for one event cannot exist, whatever redelivers.
+        // Each new one joins the senders' queue.
         sqlx::query(
-            "INSERT INTO notifications (id, event_id, order_id, customer_id, kind, channel, message, \
-             correlation_id, traceparent) \
+            "WITH n AS (INSERT INTO notifications (id, event_id, order_id, customer_id, kind, \
+             channel, message, correlation_id, traceparent) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
              $6::text[], $7::text[], $8::uuid[], $9::text[]) \
-             ON CONFLICT (event_id) DO NOTHING",
+             ON CONFLICT (event_id) DO NOTHING RETURNING id) \
+             INSERT INTO notifications_pending (id) SELECT id FROM n",
         )
         .bind(&rows.ids)
         .bind(&rows.event_ids)

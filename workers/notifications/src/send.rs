@@ -1,7 +1,8 @@
-//! Sending, at most once per event. A round claims waiting notifications by committing them as
-//! SENDING before anything goes out; only then does the [`Sender`] run. A crash after the claim
-//! leaves a notification SENDING, never sent twice: for a customer a missing message is better
-//! than a repeated one, and SENDING rows say exactly which messages may be missing. A sent
+//! Sending, at most once per event. A round claims waiting notifications, taking them off the
+//! queue of waiting ones (`notifications_pending`) and committing them as SENDING before
+//! anything goes out; only then does the [`Sender`] run. A crash after the claim leaves a
+//! notification SENDING, never sent twice: for a customer a missing message is better than a
+//! repeated one, and SENDING rows say exactly which messages may be missing. A sent
 //! notification becomes SENT and writes NotificationSent through the outbox; a refused one
 //! becomes FAILED with the sender's reason. A round records these for all its notifications in
 //! one transaction, after sending them.
@@ -94,12 +95,15 @@ impl Periodic for Dispatch {
     }
 
     async fn round(&self) -> Result<usize, BoxError> {
-        // The claim commits on its own: from here on, these are never sent again.
+        // The claim commits on its own: from here on, these are never sent again. The rows are
+        // looked up by id, whatever the planner believes of the table's size.
         let mut claimed: Vec<(Notification, Uuid, Option<String>)> =
             sqlx::query_as::<_, ClaimedRow>(
-                "UPDATE notifications SET state = 'SENDING' WHERE id IN ( \
-               SELECT id FROM notifications WHERE state = 'PENDING' \
-               ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                "WITH queued AS (DELETE FROM notifications_pending WHERE id IN ( \
+               SELECT id FROM notifications_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+               RETURNING id) \
+             UPDATE notifications SET state = 'SENDING' \
+             WHERE id = ANY(ARRAY(SELECT id FROM queued)) \
              RETURNING id, event_id, order_id, customer_id, kind, channel, message, state, \
                created_at, sent_at, correlation_id, traceparent",
             )

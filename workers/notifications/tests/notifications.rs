@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use oms_notifications::{
+    config::SendingConfig,
     saga::Notifier,
+    send::{Dispatch, LogSender},
     testing::{REFUSAL, TestNotifications},
 };
 use oms_registry::testing::TestRegistry;
 use oms_saga::{
     consumer::{self, Handler, HandlerError, dlq_header},
     event::*,
+    schedule::Periodic,
     testing::{self, TopicWriter},
 };
 use serde_json::Value;
@@ -333,4 +336,57 @@ async fn a_batch_finds_each_customer_where_one_by_one_would_and_stops_where_it_w
             ),
         ]
     );
+}
+
+/// Notifications an earlier release left waiting (PENDING, before the queue of waiting ones
+/// existed) are queued by the migration that brings the queue, and only those; a round then
+/// sends them and leaves the others as they were.
+#[tokio::test]
+async fn the_migration_to_the_queue_queues_exactly_the_notifications_still_waiting() {
+    let migrations = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/notifications"
+    );
+    let db = testing::database_before(std::path::Path::new(migrations), 3).await;
+    let states = ["SENT", "PENDING", "SENDING", "PENDING"];
+    let mut ids = Vec::new();
+    for state in states {
+        let (id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
+        sqlx::query(
+            "INSERT INTO notifications (id, event_id, order_id, customer_id, kind, channel, \
+             message, correlation_id, state) \
+             VALUES ($1, $2, $3, $4, 'ORDER_PLACED', 'EMAIL', 'Thank you', $2, $5)",
+        )
+        .bind(id)
+        .bind(event_id)
+        .bind(Uuid::now_v7())
+        .bind(Uuid::new_v4())
+        .bind(state)
+        .execute(&db.pool)
+        .await
+        .expect("a notification");
+        ids.push(id);
+    }
+    oms_notifications::MIGRATOR
+        .run(&db.pool)
+        .await
+        .expect("the migrations since");
+    let queued: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM notifications_pending ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("the queue");
+    assert_eq!(queued, [ids[1], ids[3]]);
+
+    let dispatch = Dispatch {
+        pool: db.pool.clone(),
+        sender: std::sync::Arc::new(LogSender),
+        topic: "notifications".into(),
+        config: SendingConfig::default(),
+    };
+    assert_eq!(dispatch.round().await.expect("a round"), 2);
+    let now: Vec<String> = sqlx::query_scalar("SELECT state FROM notifications ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("states");
+    assert_eq!(now, ["SENT", "SENT", "SENDING", "SENT"]);
 }
