@@ -270,6 +270,7 @@ impl Relay {
             "SELECT count(*), (SELECT occurred_at FROM outbox \
              WHERE id = (SELECT min(id) FROM outbox_pending)) FROM outbox_pending",
         )
+        .planned_per_call()
         .fetch_one(&self.pool)
         .await?;
         let age = oldest.map_or(0.0, |oldest| {
@@ -291,12 +292,14 @@ impl Relay {
             return Ok(Relayed::Busy);
         }
         // The outbox rows are looked up by id, whatever the planner believes of the two tables'
-        // sizes: a join could walk the outbox, which only grows, from its first row.
+        // sizes: a join could walk the outbox, which only grows, from its first row. Planned at
+        // each call, as a plan settled while the outbox was small would scan all of it.
         let rows = sqlx::query(
             "SELECT id, event_id, topic, message_key, event_type, payload, occurred_at, \
              correlation_id, causation_id, traceparent FROM outbox \
              WHERE id = ANY(ARRAY(SELECT id FROM outbox_pending ORDER BY id LIMIT $1)) ORDER BY id",
         )
+        .planned_per_call()
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;

@@ -331,3 +331,72 @@ async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
         [("o".to_owned(), 2), ("o".to_owned(), 3)]
     );
 }
+
+/// PostgreSQL settles on a generic plan for a prepared statement after its fifth run. Settled
+/// while the outbox was small, the relay's read of the waiting events would scan the whole
+/// outbox, which only grows, for ever after on its connection, autovacuum being off here: it is
+/// planned at each call.
+#[tokio::test]
+async fn the_relay_reads_waiting_events_by_index_however_small_the_outbox_was_at_first() {
+    let db = testing::database(&MIGRATOR).await;
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::unique("outbox");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .expect("topic");
+    // One connection: prepared statements and their plans belong to it.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .expect("a pool of one");
+    let relay = Relay::new(
+        pool.clone(),
+        bus.clone(),
+        Arc::new(JsonCodec),
+        RelayConfig::default(),
+    );
+    for n in 0..10 {
+        enqueue(&pool, &topic, "o", n).await;
+        assert_eq!(
+            relay.relay_once().await.expect("relay"),
+            outbox::Relayed::Published(1)
+        );
+    }
+    // Twenty thousand events sent long ago.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, occurred_at, \
+         correlation_id) \
+         SELECT id, $1, 'old', 'Step', '{}', now(), id \
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 20000)) AS e",
+    )
+    .bind(&topic)
+    .execute(&pool)
+    .await
+    .expect("a big outbox");
+    enqueue(&pool, &topic, "o", 10).await;
+
+    let scans = || async {
+        let mut conn = pool.acquire().await.expect("the relay's connection");
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut *conn)
+            .await
+            .expect("flush");
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'outbox'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("scans")
+    };
+    let before = scans().await;
+    assert_eq!(
+        relay.relay_once().await.expect("relay"),
+        outbox::Relayed::Published(1)
+    );
+    assert_eq!(
+        scans().await - before,
+        0,
+        "one waiting event among 20,011 scanned the outbox"
+    );
+}

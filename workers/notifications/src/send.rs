@@ -96,7 +96,7 @@ impl Periodic for Dispatch {
 
     async fn round(&self) -> Result<usize, BoxError> {
         // The claim commits on its own: from here on, these are never sent again. The rows are
-        // looked up by id, whatever the planner believes of the table's size.
+        // looked up by id, planned at each call with the table as it is.
         let mut claimed: Vec<(Notification, Uuid, Option<String>)> =
             sqlx::query_as::<_, ClaimedRow>(
                 "WITH queued AS (DELETE FROM notifications_pending WHERE id IN ( \
@@ -107,6 +107,7 @@ impl Periodic for Dispatch {
              RETURNING id, event_id, order_id, customer_id, kind, channel, message, state, \
                created_at, sent_at, correlation_id, traceparent",
             )
+            .planned_per_call()
             .bind(self.config.batch_size)
             .fetch_all(&self.pool)
             .await?
