@@ -1,4 +1,4 @@
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use oms_bench::{
@@ -14,6 +14,7 @@ use oms_saga::{
     bus,
     config::{self, ConfigArgs, DatabaseConfig},
 };
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// The OMS benchmark harness (scripts/bench runs it on both buses).
@@ -92,6 +93,28 @@ async fn main() {
     }
 }
 
+/// One phase: what `load` placed, how their sagas went, and what the machine and PostgreSQL
+/// spent from its start until they settled (or `settle` ran out).
+async fn phase(
+    server: &PgPool,
+    follower: &Follower,
+    settle: Duration,
+    load: impl Future<Output = load::Placed>,
+) -> Result<Phase> {
+    let writes = writes::Mark::after_checkpoint(server).await?;
+    let cpu = cpu::Snapshot::now();
+    let placed = load.await;
+    let saga = follower.saga(&placed.orders, settle).await;
+    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
+    let writes = writes.until(&writes::Mark::now(server).await?, saga.notified);
+    Ok(Phase {
+        placed,
+        saga,
+        cpu,
+        writes,
+    })
+}
+
 fn table(paths: &[PathBuf]) -> Result<String> {
     let mut reports = Vec::new();
     for path in paths {
@@ -146,44 +169,32 @@ async fn measure(run: Run) -> Result<Report> {
         "open loop: {} orders/s for {:?}",
         run.rate, run.open_for
     ));
-    let writes = writes::Mark::after_checkpoint(&server).await?;
-    let cpu = cpu::Snapshot::now();
-    let placed = load::open_loop(
-        &http,
-        &gateway,
-        &run.product,
-        run.rate,
-        run.open_for,
-        10_000,
+    let open_loop = phase(
+        &server,
+        &follower,
+        run.settle,
+        load::open_loop(
+            &http,
+            &gateway,
+            &run.product,
+            run.rate,
+            run.open_for,
+            10_000,
+        ),
     )
-    .await;
-    let saga = follower.saga(&placed.orders, run.settle).await;
-    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
-    let writes = writes.until(&writes::Mark::now(&server).await?, saga.notified);
-    let open_loop = Phase {
-        placed,
-        saga,
-        cpu,
-        writes,
-    };
+    .await?;
 
     step(&format!(
         "closed loop: {} clients for {:?} through the gateway",
         run.clients, run.closed_for
     ));
-    let writes = writes::Mark::after_checkpoint(&server).await?;
-    let cpu = cpu::Snapshot::now();
-    let placed =
-        load::closed_loop(&http, &gateway, &run.product, run.clients, run.closed_for).await;
-    let saga = follower.saga(&placed.orders, run.settle).await;
-    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
-    let writes = writes.until(&writes::Mark::now(&server).await?, saga.notified);
-    let closed_loop = Phase {
-        placed,
-        saga,
-        cpu,
-        writes,
-    };
+    let closed_loop = phase(
+        &server,
+        &follower,
+        run.settle,
+        load::closed_loop(&http, &gateway, &run.product, run.clients, run.closed_for),
+    )
+    .await?;
 
     step("closed loop straight to the API");
     let closed_loop_api =

@@ -3,7 +3,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use oms_saga::{
-    bus::{self, Delivery, TopicSpec},
+    bus::{self, Delivery, EventBus, TopicSpec},
     event::{Event, EventRecord, JsonCodec},
     outbox::{self, Relay, RelayConfig},
     schedule::Wake,
@@ -41,6 +41,15 @@ async fn enqueue(pool: &PgPool, topic: &str, order: &str, n: usize) {
     tx.commit().await.expect("commit");
 }
 
+/// A topic of its own on the shared broker, with `partitions` partitions.
+async fn new_topic(bus: &dyn EventBus, partitions: i32) -> String {
+    let topic = testing::unique("outbox");
+    bus.ensure_topics(&[TopicSpec::new(&topic, partitions)])
+        .await
+        .expect("topic");
+    topic
+}
+
 async fn unpublished(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(pool)
@@ -74,10 +83,7 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
     const STEPS: usize = 30;
     let db = testing::database(&MIGRATOR).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 3)])
-        .await
-        .expect("topic");
+    let topic = new_topic(bus.as_ref(), 3).await;
 
     let stop = CancellationToken::new();
     let config = RelayConfig {
@@ -181,7 +187,7 @@ async fn the_relay_creates_its_topics_and_holds_events_while_the_broker_is_pause
 /// otherwise only every ten minutes.
 struct WokenRelay {
     db: testing::TestDatabase,
-    bus: Arc<dyn bus::EventBus>,
+    bus: Arc<dyn EventBus>,
     topic: String,
     wake: Wake,
     stop: CancellationToken,
@@ -192,10 +198,7 @@ impl WokenRelay {
     async fn start() -> Self {
         let db = testing::database(&MIGRATOR).await;
         let (_, bus) = testing::shared_bus().await;
-        let topic = testing::unique("outbox");
-        bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-            .await
-            .expect("topic");
+        let topic = new_topic(bus.as_ref(), 1).await;
         let wake = Wake::default();
         let stop = CancellationToken::new();
         let config = RelayConfig {
@@ -290,10 +293,7 @@ async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
     let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/orders");
     let db = testing::database_before(std::path::Path::new(migrations), 6).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
+    let topic = new_topic(bus.as_ref(), 1).await;
 
     // As the relay left them then: the first sent and marked, the other two waiting.
     for (n, published) in [(1, true), (2, false), (3, false)] {
@@ -340,10 +340,7 @@ async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
 async fn the_relay_reads_waiting_events_by_index_however_small_the_outbox_was_at_first() {
     let db = testing::database(&MIGRATOR).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
+    let topic = new_topic(bus.as_ref(), 1).await;
     // One connection: prepared statements and their plans belong to it.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
