@@ -53,6 +53,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A topic of its own on `bus`, named `prefix` and a random suffix, with `partitions` partitions.
+pub async fn topic(bus: &dyn EventBus, prefix: &str, partitions: i32) -> String {
+    let topic = unique(prefix);
+    bus.ensure_topics(&[bus::TopicSpec::new(&topic, partitions)])
+        .await
+        .expect("topic");
+    topic
+}
+
 /// A freshly created, migrated database, named `oms_test_...` (scripts/test drops old ones).
 #[derive(Debug)]
 pub struct TestDatabase {

@@ -5,18 +5,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use oms_saga::{
-    bus::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec},
+    bus::{Delivery, Headers, Message, Subscription},
     testing,
 };
 use tokio::time::timeout;
-
-async fn topic(bus: &dyn EventBus, partitions: i32) -> String {
-    let topic = testing::unique("contract");
-    bus.ensure_topics(&[TopicSpec::new(&topic, partitions)])
-        .await
-        .expect("topic");
-    topic
-}
 
 fn message(topic: &str, key: &str, n: usize) -> Message {
     let mut headers = Headers::default();
@@ -43,7 +35,7 @@ async fn next(subscription: &mut Box<dyn Subscription>) -> Delivery {
 #[tokio::test]
 async fn a_keys_messages_arrive_in_order_with_their_headers() {
     let (_, bus) = testing::shared_bus().await;
-    let topic = topic(bus.as_ref(), 3).await;
+    let topic = testing::topic(bus.as_ref(), "contract", 3).await;
     // Keys a subject token cannot hold as they are: dots, spaces, wildcards, nothing at all.
     let keys = ["order.1", "order 2", "*>", "", "ünïcode"];
     let mut messages = Vec::new();
@@ -79,7 +71,7 @@ async fn a_keys_messages_arrive_in_order_with_their_headers() {
 #[tokio::test]
 async fn what_is_not_acked_comes_again_and_what_is_acked_does_not() {
     let (_, bus) = testing::shared_bus().await;
-    let topic = topic(bus.as_ref(), 1).await;
+    let topic = testing::topic(bus.as_ref(), "contract", 1).await;
     let group = testing::unique("group");
     bus.publish((0..3).map(|n| message(&topic, "k", n)).collect())
         .await
@@ -116,7 +108,7 @@ async fn what_is_not_acked_comes_again_and_what_is_acked_does_not() {
 #[tokio::test]
 async fn a_groups_members_share_its_partitions_and_each_message_goes_to_one() {
     let (_, bus) = testing::shared_bus().await;
-    let topic = topic(bus.as_ref(), 4).await;
+    let topic = testing::topic(bus.as_ref(), "contract", 4).await;
     let group = testing::unique("group");
     let members: Vec<Box<dyn Subscription>> = vec![
         bus.subscribe(&group, std::slice::from_ref(&topic))
@@ -210,7 +202,7 @@ fn round_of(message: &Message) -> usize {
 #[tokio::test]
 async fn browsing_reads_everything_and_moves_no_group() {
     let (_, bus) = testing::shared_bus().await;
-    let topic = topic(bus.as_ref(), 2).await;
+    let topic = testing::topic(bus.as_ref(), "contract", 2).await;
     let group = testing::unique("group");
     let sent: Vec<Message> = (0..6)
         .map(|n| message(&topic, &format!("k{n}"), n))
@@ -244,7 +236,7 @@ async fn a_subscription_closes_or_is_dropped_promptly_while_the_broker_hangs() {
     const PROMPTLY: Duration = Duration::from_secs(20);
     let (broker, config) = testing::dedicated_broker();
     let bus = oms_saga::bus::connect(&config).expect("bus");
-    let topic = topic(bus.as_ref(), 1).await;
+    let topic = testing::topic(bus.as_ref(), "contract", 1).await;
     bus.publish(vec![message(&topic, "k", 0)])
         .await
         .expect("publish");

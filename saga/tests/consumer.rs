@@ -11,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use oms_saga::{
-    bus::{self, EventBus, Headers, Message, TopicSpec},
+    bus::{self, EventBus, Headers, Message},
     config::BusKind,
     consumer::{self, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
     event::{Event, EventRecord, JsonCodec},
@@ -99,10 +99,7 @@ impl Fixture {
         .execute(&db.pool)
         .await
         .expect("effects table");
-        let topic = testing::unique("tasks");
-        bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
-            .await
-            .expect("topic");
+        let topic = testing::topic(bus.as_ref(), "tasks", 2).await;
         Self {
             db,
             bus,

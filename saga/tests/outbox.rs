@@ -41,15 +41,6 @@ async fn enqueue(pool: &PgPool, topic: &str, order: &str, n: usize) {
     tx.commit().await.expect("commit");
 }
 
-/// A topic of its own on the shared broker, with `partitions` partitions.
-async fn new_topic(bus: &dyn EventBus, partitions: i32) -> String {
-    let topic = testing::unique("outbox");
-    bus.ensure_topics(&[TopicSpec::new(&topic, partitions)])
-        .await
-        .expect("topic");
-    topic
-}
-
 async fn unpublished(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(pool)
@@ -83,7 +74,7 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
     const STEPS: usize = 30;
     let db = testing::database(&MIGRATOR).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = new_topic(bus.as_ref(), 3).await;
+    let topic = testing::topic(bus.as_ref(), "outbox", 3).await;
 
     let stop = CancellationToken::new();
     let config = RelayConfig {
@@ -198,7 +189,7 @@ impl WokenRelay {
     async fn start() -> Self {
         let db = testing::database(&MIGRATOR).await;
         let (_, bus) = testing::shared_bus().await;
-        let topic = new_topic(bus.as_ref(), 1).await;
+        let topic = testing::topic(bus.as_ref(), "outbox", 1).await;
         let wake = Wake::default();
         let stop = CancellationToken::new();
         let config = RelayConfig {
@@ -293,7 +284,7 @@ async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
     let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/orders");
     let db = testing::database_before(std::path::Path::new(migrations), 6).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = new_topic(bus.as_ref(), 1).await;
+    let topic = testing::topic(bus.as_ref(), "outbox", 1).await;
 
     // As the relay left them then: the first sent and marked, the other two waiting.
     for (n, published) in [(1, true), (2, false), (3, false)] {
@@ -340,7 +331,7 @@ async fn the_migration_to_the_queue_queues_exactly_the_events_still_waiting() {
 async fn the_relay_reads_waiting_events_by_index_however_small_the_outbox_was_at_first() {
     let db = testing::database(&MIGRATOR).await;
     let (_, bus) = testing::shared_bus().await;
-    let topic = new_topic(bus.as_ref(), 1).await;
+    let topic = testing::topic(bus.as_ref(), "outbox", 1).await;
     // One connection: prepared statements and their plans belong to it.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
