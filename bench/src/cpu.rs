@@ -54,13 +54,8 @@ impl Snapshot {
 
     /// What was spent from `self` to `later`, per order for `orders` orders.
     pub fn until(&self, later: &Snapshot, orders: u64) -> Cpu {
-        let per_order = |ticks: u64| {
-            if orders == 0 {
-                0.0
-            } else {
-                ticks as f64 / TICKS_PER_SECOND * 1000.0 / orders as f64
-            }
-        };
+        let per_order =
+            |ticks: u64| crate::per_order(ticks as f64 / TICKS_PER_SECOND * 1000.0, orders);
         let mut programs = BTreeMap::new();
         let mut programs_ticks = 0;
         for (program, &after) in &later.programs {

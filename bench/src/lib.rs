@@ -33,6 +33,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `amount` shared over `orders` orders; nothing when there were none.
+pub fn per_order(amount: f64, orders: u64) -> f64 {
+    if orders == 0 {
+        0.0
+    } else {
+        amount / orders as f64
+    }
+}
+
 /// A latency histogram in microseconds, from 1 µs to 10 minutes at 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")

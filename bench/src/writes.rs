@@ -47,13 +47,7 @@ impl Mark {
 
     /// What was written from `self` to `later`, per order for `orders` orders.
     pub fn until(&self, later: &Mark, orders: u64) -> Writes {
-        let per_order = |n: i64| {
-            if orders == 0 {
-                0.0
-            } else {
-                n as f64 / orders as f64
-            }
-        };
+        let per_order = |n: i64| crate::per_order(n as f64, orders);
         Writes {
             orders,
             transactions_per_order: per_order(later.next_xid - self.next_xid),
