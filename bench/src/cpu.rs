@@ -7,6 +7,10 @@
 //! its executable. Processes that start and end inside the phase are missed, as is the time
 //! kernel threads spend; both are in the machine's total, so what the programs leave of it is
 //! reported as the rest.
+//!
+//! PostgreSQL's share is split again by the database each backend serves, read from the title
+//! the server gives the process: every service owns its database, so this says whose statements
+//! the server's time went to, which its total alone does not.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -21,6 +25,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Snapshot {
     /// By executable name, every process of that name summed.
     programs: BTreeMap<String, u64>,
+    /// PostgreSQL's processes by the database they serve; the server's own under [`SERVER`].
+    databases: BTreeMap<String, u64>,
     machine_busy: u64,
     machine_idle: u64,
 }
@@ -46,25 +52,31 @@ impl Snapshot {
                 continue;
             }
             if let Some((program, ticks)) = process(&path) {
+                if program == "postgres" {
+                    let database = postgres_database(&path).unwrap_or_else(|| SERVER.into());
+                    *snapshot.databases.entry(database).or_default() += ticks;
+                }
                 *snapshot.programs.entry(program).or_default() += ticks;
             }
         }
         snapshot
     }
 
-    /// What was spent from `self` to `later`, per order for `orders` orders.
-    pub fn until(&self, later: &Snapshot, orders: u64) -> Cpu {
+    /// What was spent from `self` to `later`, per order for `orders` orders. `services` names
+    /// the databases by the service that owns them; others keep their own names.
+    pub fn until(&self, later: &Snapshot, orders: u64, services: &BTreeMap<String, String>) -> Cpu {
         let per_order =
             |ticks: u64| crate::per_order(ticks as f64 / TICKS_PER_SECOND * 1000.0, orders);
         let mut programs = BTreeMap::new();
         let mut programs_ticks = 0;
-        for (program, &after) in &later.programs {
-            // A program that started within the phase counts from zero.
-            let spent = after.saturating_sub(self.programs.get(program).copied().unwrap_or(0));
-            if spent > 0 {
-                programs_ticks += spent;
-                programs.insert(program.clone(), per_order(spent));
-            }
+        for (program, ticks) in spent(&self.programs, &later.programs) {
+            programs_ticks += ticks;
+            programs.insert(program.clone(), per_order(ticks));
+        }
+        let mut postgres_databases = BTreeMap::new();
+        for (database, ticks) in spent(&self.databases, &later.databases) {
+            let name = services.get(database).unwrap_or(database);
+            *postgres_databases.entry(name.clone()).or_default() += per_order(ticks);
         }
         let busy = later.machine_busy.saturating_sub(self.machine_busy);
         let idle = later.machine_idle.saturating_sub(self.machine_idle);
@@ -78,8 +90,26 @@ impl Snapshot {
                 idle as f64 / (busy + idle) as f64
             },
             programs_ms_per_order: programs,
+            postgres_ms_per_order: postgres_databases,
         }
     }
+}
+
+/// The ticks each name spent from `before` to `after`, for those that spent any; one that
+/// started in between counts from zero.
+fn spent<'a>(
+    before: &BTreeMap<String, u64>,
+    after: &'a BTreeMap<String, u64>,
+) -> impl Iterator<Item = (&'a String, u64)> {
+    after
+        .iter()
+        .map(|(name, &ticks)| {
+            (
+                name,
+                ticks.saturating_sub(before.get(name).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, ticks)| *ticks > 0)
 }
 
 /// CPU milliseconds a phase spent per order, by program.
@@ -91,6 +121,9 @@ pub struct Cpu {
     pub busy_ms_per_order: f64,
     /// By executable name.
     pub programs_ms_per_order: BTreeMap<String, f64>,
+    /// PostgreSQL's part of it, by the service whose database the backend served, and
+    /// [`SERVER`] for the server's own processes (the log writer, the checkpointer).
+    pub postgres_ms_per_order: BTreeMap<String, f64>,
     /// Busy time no program accounts for: kernel threads, interrupts, processes gone by the end.
     pub rest_ms_per_order: f64,
     /// The share of all cores' time that was idle.
@@ -113,6 +146,30 @@ fn process(dir: &Path) -> Option<(String, u64)> {
         command.to_owned()
     };
     Some((program, process_ticks(&stat)?))
+}
+
+/// The name under which PostgreSQL's processes that serve no database are counted.
+pub const SERVER: &str = "(server)";
+
+/// The database a PostgreSQL backend serves, from the title it sets on its command line:
+/// `postgres: [cluster: ]user database client(port) state`, the client being `[local]` over a
+/// socket. The server's other processes (`postgres: walwriter`) have none.
+fn postgres_database(dir: &Path) -> Option<String> {
+    let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+    let title = cmdline.split(|&b| b == 0).next()?;
+    database_in_title(&String::from_utf8_lossy(title))
+}
+
+fn database_in_title(title: &str) -> Option<String> {
+    let words: Vec<&str> = title
+        .strip_prefix("postgres: ")?
+        .split_whitespace()
+        .collect();
+    let client = words
+        .iter()
+        .position(|w| *w == "[local]" || (w.contains('(') && w.ends_with(')')))?;
+    // The user and the database come before the client.
+    (client >= 2).then(|| words[client - 1].to_owned())
 }
 
 /// The user and system time in a `/proc/<pid>/stat` line.
@@ -160,7 +217,7 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         }
-        let cpu = before.until(&Snapshot::now(), 2);
+        let cpu = before.until(&Snapshot::now(), 2, &BTreeMap::new());
         let exe = std::env::current_exe().expect("the test's own path");
         let name = exe.file_name().expect("a file name").to_string_lossy();
         let mine = cpu.programs_ms_per_order.get(name.as_ref()).copied();
@@ -172,5 +229,44 @@ mod tests {
         );
         assert!(cpu.busy_ms_per_order >= 150.0, "{cpu:?}");
         assert!((0.0..=1.0).contains(&cpu.idle_share), "{cpu:?}");
+    }
+
+    #[test]
+    fn a_backend_is_known_by_its_database_and_the_servers_own_processes_by_none() {
+        let titles = [
+            (
+                "postgres: 15/main: root oms_orders 127.0.0.1(43210) idle",
+                Some("oms_orders"),
+            ),
+            ("postgres: app shop [local] INSERT", Some("shop")),
+            ("postgres: 15/main: walwriter ", None),
+            ("postgres: checkpointer", None),
+            (
+                "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql",
+                None,
+            ),
+        ];
+        for (title, database) in titles {
+            assert_eq!(database_in_title(title).as_deref(), database, "{title}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_statements_time_goes_to_the_service_whose_database_ran_it() {
+        static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+        let db = oms_saga::testing::database(&NONE).await;
+        let services = BTreeMap::from([(db.name.clone(), "shop".to_owned())]);
+        let before = Snapshot::now();
+        // Half a second or more of one backend's CPU, on any machine that runs the tests.
+        sqlx::query("SELECT count(*) FROM generate_series(1, 20000000)")
+            .execute(&db.pool)
+            .await
+            .expect("a long count");
+        let cpu = before.until(&Snapshot::now(), 1, &services);
+        let shop = cpu.postgres_ms_per_order.get("shop").copied();
+        assert!(shop.is_some_and(|ms| ms >= 300.0), "{cpu:?}");
+        assert!(!cpu.postgres_ms_per_order.contains_key(&db.name), "{cpu:?}");
+        let postgres = cpu.programs_ms_per_order.get("postgres").copied();
+        assert!(postgres >= shop, "{cpu:?}");
     }
 }

@@ -14,7 +14,7 @@ use oms_saga::{
     bus,
     config::{self, ConfigArgs, DatabaseConfig},
 };
-use sqlx::PgPool;
+use sqlx::{PgPool, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 /// The OMS benchmark harness (scripts/bench runs it on both buses).
@@ -97,6 +97,7 @@ async fn main() {
 /// spent from its start until they settled (or `settle` ran out).
 async fn phase(
     server: &PgPool,
+    services: &BTreeMap<String, String>,
     follower: &Follower,
     settle: Duration,
     load: impl Future<Output = load::Placed>,
@@ -105,7 +106,7 @@ async fn phase(
     let cpu = cpu::Snapshot::now();
     let placed = load.await;
     let saga = follower.saga(&placed.orders, settle).await;
-    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified);
+    let cpu = cpu.until(&cpu::Snapshot::now(), saga.notified, services);
     let writes = writes.until(&writes::Mark::now(server).await?, saga.notified);
     Ok(Phase {
         placed,
@@ -113,6 +114,27 @@ async fn phase(
         cpu,
         writes,
     })
+}
+
+/// The service that owns each database of the config, by the database's name.
+fn services_by_database(config: &CliConfig) -> Result<BTreeMap<String, String>> {
+    let databases = &config.databases;
+    let mut services = BTreeMap::new();
+    for (service, url) in [
+        ("orders", &databases.orders),
+        ("inventory", &databases.inventory),
+        ("notifications", &databases.notifications),
+    ] {
+        let Some(url) = url else { continue };
+        let options: PgConnectOptions = url
+            .expose()
+            .parse()
+            .map_err(|e| Error::Setup(format!("databases.{service}: {e}")))?;
+        if let Some(database) = options.get_database() {
+            services.insert(database.to_owned(), service.to_owned());
+        }
+    }
+    Ok(services)
 }
 
 fn table(paths: &[PathBuf]) -> Result<String> {
@@ -158,6 +180,7 @@ async fn measure(run: Run) -> Result<Report> {
         ..DatabaseConfig::default()
     }
     .connect_lazy()?;
+    let services = services_by_database(&config)?;
     let follower = Follower::start(
         bus.clone(),
         codec,
@@ -171,6 +194,7 @@ async fn measure(run: Run) -> Result<Report> {
     ));
     let open_loop = phase(
         &server,
+        &services,
         &follower,
         run.settle,
         load::open_loop(
@@ -190,6 +214,7 @@ async fn measure(run: Run) -> Result<Report> {
     ));
     let closed_loop = phase(
         &server,
+        &services,
         &follower,
         run.settle,
         load::closed_loop(&http, &gateway, &run.product, run.clients, run.closed_for),

@@ -239,10 +239,26 @@ pub fn markdown(reports: &[Value]) -> String {
         }
         out += &format!(" {target} |\n");
     }
-    for program in costliest_programs(reports) {
-        out += &format!("| closed loop: CPU ms per saga, {program} |");
-        for report in reports {
+    let mut parts: Vec<(String, String)> = costliest(reports, "programsMsPerOrder")
+        .into_iter()
+        .map(|program| {
             let pointer = format!("/closedLoop/cpu/programsMsPerOrder/{program}");
+            (program, pointer)
+        })
+        .collect();
+    // PostgreSQL's share by service, under its own row.
+    if let Some(at) = parts.iter().position(|(program, _)| program == "postgres") {
+        let databases = costliest(reports, "postgresMsPerOrder")
+            .into_iter()
+            .map(|database| {
+                let pointer = format!("/closedLoop/cpu/postgresMsPerOrder/{database}");
+                (format!("postgres on {database}"), pointer)
+            });
+        parts.splice(at + 1..at + 1, databases);
+    }
+    for (part, pointer) in parts {
+        out += &format!("| closed loop: CPU ms per saga, {part} |");
+        for report in reports {
             out += &format!(" {} |", cell(report.pointer(&pointer)));
         }
         out += " |\n";
@@ -278,11 +294,12 @@ pub fn markdown(reports: &[Value]) -> String {
     out
 }
 
-/// Every program the reports' closed loops spent CPU on, the costliest first.
-fn costliest_programs(reports: &[Value]) -> Vec<String> {
+/// Every part of one of the closed loops' CPU breakdowns (`programsMsPerOrder`, say) that any
+/// report spent CPU on, the costliest first.
+fn costliest(reports: &[Value], breakdown: &str) -> Vec<String> {
     let mut most: BTreeMap<String, f64> = BTreeMap::new();
     for report in reports {
-        let programs = report.pointer("/closedLoop/cpu/programsMsPerOrder");
+        let programs = report.pointer(&format!("/closedLoop/cpu/{breakdown}"));
         for (program, ms) in programs.and_then(Value::as_object).into_iter().flatten() {
             let ms = ms.as_f64().unwrap_or(0.0);
             let entry = most.entry(program.clone()).or_default();
@@ -316,5 +333,40 @@ fn number(value: &Value) -> String {
         Some(n) if n >= 1.0 => format!("{n:.1}"),
         Some(n) => format!("{n:.3}"),
         None => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn postgres_is_followed_by_its_share_of_each_service_the_costliest_first() {
+        let report = |bus: &str, inventory: f64| {
+            json!({"bus": bus, "closedLoop": {"cpu": {
+                "programsMsPerOrder": {"oms-api": 0.5, "postgres": 1.4, "tansu": 0.7},
+                "postgresMsPerOrder": {"orders": 0.6, "inventory": inventory, "(server)": 0.1},
+            }}})
+        };
+        let table = markdown(&[report("kafka", 0.3), report("nats", 0.9)]);
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|line| line.starts_with("| closed loop: CPU ms per saga, "))
+            .skip_while(|line| !line.contains("saga, postgres |"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "| closed loop: CPU ms per saga, postgres | 1.4 | 1.4 | |",
+                "| closed loop: CPU ms per saga, postgres on inventory | 0.300 | 0.900 | |",
+                "| closed loop: CPU ms per saga, postgres on orders | 0.600 | 0.600 | |",
+                "| closed loop: CPU ms per saga, postgres on (server) | 0.100 | 0.100 | |",
+                "| closed loop: CPU ms per saga, tansu | 0.700 | 0.700 | |",
+                "| closed loop: CPU ms per saga, oms-api | 0.500 | 0.500 | |",
+                "| closed loop: CPU ms per saga, rest (kernel threads, interrupts) | – | – | |",
+            ]
+        );
     }
 }
