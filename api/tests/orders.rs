@@ -993,3 +993,101 @@ async fn sequential_scans(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
         .await
         .expect("scans")
 }
+
+/// Holds back every insert into `orders` until the returned transaction ends, and waits until
+/// some placement's write is held there (bounded): the placements made meanwhile queue up.
+async fn hold_order_writes(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE orders IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the orders");
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND NOT granted",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("read the locks");
+        if waiting > 0 {
+            return blocker;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no placement's write waited on the orders table within 10 s");
+}
+
+#[tokio::test]
+async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_one_fails_alone() {
+    use oms_api::{
+        domain::{NewOrder, OrderLine},
+        store::{Origin, Store},
+    };
+    let client = Client::new().await;
+    let pool = &client.api.db.pool;
+    let store = Store::new(pool.clone(), client.api.config.topics.orders.clone());
+    let order = |price: &str| NewOrder {
+        customer_id: Uuid::new_v4(),
+        items: vec![OrderLine {
+            product_id: "SKU-MUG".into(),
+            quantity: 1,
+            unit_price: price.parse().expect("a price"),
+        }],
+    };
+    // Orders placed at once, of which the ones at `bad` break the table's rule on totals.
+    let place_at_once = |count: usize, bad: Option<usize>| {
+        let store = store.clone();
+        async move {
+            let placing: Vec<_> = (0..count)
+                .map(|i| {
+                    let store = store.clone();
+                    let new = order(if Some(i) == bad { "-1.00" } else { "9.50" });
+                    tokio::spawn(async move { store.place(&new, None, &Origin::default()).await })
+                })
+                .collect();
+            let held = hold_order_writes(pool).await;
+            // Every placement is queued by now: the test's runtime has one thread, and ran them
+            // while it waited.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            held.rollback().await.expect("let the writes go");
+            let mut outcomes = Vec::new();
+            for placing in placing {
+                outcomes.push(placing.await.expect("the placement ran"));
+            }
+            outcomes
+        }
+    };
+
+    let outcomes = place_at_once(20, None).await;
+    let placed: Vec<Uuid> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("placed").0.id)
+        .collect();
+    let (orders, transactions, with_their_event): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT o.xmin::text), \
+         count(*) FILTER (WHERE e.xmin::text = o.xmin::text) \
+         FROM orders o LEFT JOIN outbox e ON e.message_key = o.id::text \
+         AND e.event_type = 'OrderPlaced' WHERE o.id = ANY($1)",
+    )
+    .bind(&placed)
+    .fetch_one(pool)
+    .await
+    .expect("read the orders");
+    assert_eq!(orders, 20);
+    assert_eq!(with_their_event, 20, "each order commits with its event");
+    // The two writers held at the lock, then one batch of everything queued behind them.
+    assert!(
+        transactions <= 3,
+        "{transactions} transactions for 20 orders"
+    );
+
+    let before = client.order_count().await;
+    let outcomes = place_at_once(6, Some(3)).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (3, Err(oms_api::Error::Database(_))) | (0..3 | 4.., Ok(_)) => {}
+            (i, outcome) => panic!("placement {i}: {outcome:?}"),
+        }
+    }
+    assert_eq!(client.order_count().await, before + 5);
+}
