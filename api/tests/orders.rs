@@ -1090,4 +1090,8 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
         }
     }
     assert_eq!(client.order_count().await, before + 5);
+    // Counted in orders a transaction, not in seconds.
+    let batches = "oms_orders_placed_per_transaction";
+    assert!(metric(&client, &format!("{batches}_sum")).await >= 26.0);
+    assert!(metric(&client, &format!("{batches}_bucket{{le=\"256\"}}")).await >= 1.0);
 }

@@ -40,6 +40,9 @@ const SAGA_BUCKETS: &[f64] = &[
     0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 604800.0,
 ];
 
+/// How many items one transaction wrote together: one to a few hundred.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// The process-wide Prometheus recorder. Installed on first use, so that several services started
 /// in one test process share it instead of fighting over the global slot.
 pub fn metrics() -> &'static PrometheusHandle {
@@ -52,6 +55,9 @@ pub fn metrics() -> &'static PrometheusHandle {
                     Matcher::Full("oms_saga_duration_seconds".into()),
                     SAGA_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_per_transaction".into()), BATCH_BUCKETS)
             })
             .expect("the buckets are not empty")
             .build_recorder();
