@@ -94,6 +94,10 @@ impl Periodic for Dispatch {
         true
     }
 
+    fn batch_size(&self) -> usize {
+        usize::try_from(self.config.batch_size).unwrap_or(1)
+    }
+
     async fn round(&self) -> Result<usize, BoxError> {
         // The claim commits on its own: from here on, these are never sent again. The rows are
         // looked up by id, planned at each call with the table as it is.

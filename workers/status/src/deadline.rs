@@ -95,6 +95,10 @@ impl Periodic for PaymentDeadlines {
         self.config.check_interval
     }
 
+    fn batch_size(&self) -> usize {
+        usize::try_from(self.config.batch_size).unwrap_or(1)
+    }
+
     async fn round(&self) -> Result<usize, BoxError> {
         let mut tx = self.store.pool().begin().await?;
         // Locking the order too (not only the deadline) keeps a concurrent payment from landing
