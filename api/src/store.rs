@@ -6,8 +6,8 @@
 //! two statements and a wait for the log's flush per order into the same per batch; alone, an
 //! order is written at once, as before. The writes run in tasks of their own, so a client that
 //! goes away fails no one else's order. A batch that fails is written again an order at a time,
-//! so that one order's error is its own. A keyed placement, which may have to answer with an
-//! earlier order instead, is written on its own.
+//! so that one order's error is its own, unless the database was out of reach. A keyed
+//! placement, which may have to answer with an earlier order instead, is written on its own.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -276,8 +276,9 @@ impl Store {
         }
     }
 
-    /// Writes `batch` in one transaction and tells each placement its order; if that fails,
-    /// writes them one at a time.
+    /// Writes `batch` in one transaction and tells each placement its order. If that fails,
+    /// writes them one at a time, unless the database could not be reached: then each is told
+    /// so at once, rather than after the attempts of those before it.
     async fn write_placements(&self, batch: Vec<Placement>) {
         metrics::histogram!("oms_orders_placed_per_transaction").record(batch.len() as f64);
         if batch.len() > 1 {
@@ -286,6 +287,15 @@ impl Store {
                 Ok(orders) => {
                     for (placement, order) in batch.into_iter().zip(orders) {
                         let _ = placement.done.send(Ok(order));
+                    }
+                    return;
+                }
+                Err(Error::Database(e)) if oms_saga::database_unavailable(&e) => {
+                    for placement in batch {
+                        let unreachable = std::io::Error::other(e.to_string());
+                        let _ = placement
+                            .done
+                            .send(Err(Error::Database(sqlx::Error::Io(unreachable))));
                     }
                     return;
                 }

@@ -1095,3 +1095,37 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
     assert!(metric(&client, &format!("{batches}_sum")).await >= 26.0);
     assert!(metric(&client, &format!("{batches}_bucket{{le=\"256\"}}")).await >= 1.0);
 }
+
+#[tokio::test]
+async fn orders_placed_together_while_the_database_is_out_of_reach_are_each_told_so() {
+    use oms_api::{
+        domain::{NewOrder, OrderLine},
+        store::{Origin, Store},
+    };
+    // Nothing listens on port 9 here: every connection is refused.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy("postgres://oms@127.0.0.1:9/oms")
+        .expect("a lazy pool");
+    let store = Store::new(pool, "orders".into());
+    let placing: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let new = NewOrder {
+                customer_id: Uuid::new_v4(),
+                items: vec![OrderLine {
+                    product_id: "SKU-MUG".into(),
+                    quantity: 1,
+                    unit_price: "9.50".parse().expect("a price"),
+                }],
+            };
+            tokio::spawn(async move { store.place(&new, None, &Origin::default()).await })
+        })
+        .collect();
+    for placing in placing {
+        match placing.await.expect("the placement ran") {
+            Err(oms_api::Error::Database(e)) if oms_saga::database_unavailable(&e) => {}
+            outcome => panic!("not told the database is out of reach: {outcome:?}"),
+        }
+    }
+}
