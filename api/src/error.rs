@@ -38,6 +38,19 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the order database could not be reached, by the API's own statements or the
+    /// shared outbox's.
+    pub fn is_database_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) | Error::Saga(oms_saga::Error::Database(e)) => {
+                oms_saga::database_unavailable(e)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match &self {
@@ -75,7 +88,7 @@ impl IntoResponse for Error {
                 "idempotency-key-reused",
                 "The Idempotency-Key was already used with a different request",
             ),
-            Error::Database(e) if oms_saga::database_unavailable(e) => {
+            _ if self.is_database_unavailable() => {
                 tracing::error!(error = %self, "database unavailable");
                 Problem::unavailable("The order database is unavailable; retry later.")
             }
@@ -85,5 +98,27 @@ impl IntoResponse for Error {
             }
         };
         problem.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_whichever_statement_met_it() {
+        let own = Error::Database(sqlx::Error::PoolTimedOut);
+        let outbox = Error::Saga(oms_saga::Error::Database(sqlx::Error::PoolTimedOut));
+        let bad_statement = Error::Saga(oms_saga::Error::Database(sqlx::Error::RowNotFound));
+        assert!(own.is_database_unavailable() && outbox.is_database_unavailable());
+        assert!(!bad_statement.is_database_unavailable());
+        assert_eq!(
+            outbox.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            bad_statement.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

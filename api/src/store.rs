@@ -290,7 +290,7 @@ impl Store {
                     }
                     return;
                 }
-                Err(Error::Database(e)) if oms_saga::database_unavailable(&e) => {
+                Err(e) if e.is_database_unavailable() => {
                     for placement in batch {
                         let unreachable = std::io::Error::other(e.to_string());
                         let _ = placement

@@ -145,7 +145,8 @@ pub async fn run(job: Arc<dyn Periodic>, wake: Wake, shutdown: impl Future<Outpu
                         None => wake.wake(),
                     }
                 }
-                if handled >= job.batch_size() {
+                // A batch size of 0 would call every round full.
+                if handled > 0 && handled >= job.batch_size() {
                     Ok(Duration::ZERO)
                 } else {
                     Ok(job.interval())
@@ -299,6 +300,17 @@ mod tests {
         // Someone else's wake still starts a round.
         wake.wake();
         rounds(&job, 2).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_job_with_a_batch_of_nothing_that_found_nothing_waits_its_interval() {
+        let wake = Wake::default();
+        let stop = CancellationToken::new();
+        let job = start(false, (0, 0), &wake, &stop);
+        rounds(&job, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(job.rounds.load(Ordering::SeqCst), 1);
         stop.cancel();
     }
 
