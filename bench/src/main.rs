@@ -277,6 +277,7 @@ async fn measure(run: Run) -> Result<Report> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::this(),
         components,
+        open_loop_rate: run.rate,
         completed_to_postgres: ratio(
             closed_loop.saga.completed_per_second,
             postgres_ceiling.per_second,
