@@ -316,7 +316,7 @@ impl Store {
     async fn insert_placed(&self, created: &[&Created]) -> Result<Vec<Order>> {
         let mut tx = self.pool.begin().await?;
         let orders = insert_orders(&mut tx, created).await?;
-        let records: Vec<EventRecord> = created.iter().map(|c| c.record.clone()).collect();
+        let records: Vec<&EventRecord> = created.iter().map(|c| &c.record).collect();
         outbox::enqueue_all(&mut tx, &records).await?;
         tx.commit().await?;
         self.wake.wake();

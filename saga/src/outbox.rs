@@ -19,7 +19,7 @@
 //! its batch before this process's rows committed: so every process's events go out promptly,
 //! and the poll is left to catch the rows of a process that stopped before relaying them.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{borrow::Borrow, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::SpanKind;
@@ -59,15 +59,22 @@ pub async fn enqueue(conn: &mut PgConnection, record: &EventRecord) -> Result<()
 
 /// Writes `records`, in their order, to the outbox inside the caller's transaction, in one
 /// statement. A single record is written as [`enqueue`] does: PostgreSQL takes about twice as
-/// long over one row unnested from arrays as over one row of values.
-pub async fn enqueue_all(conn: &mut PgConnection, records: &[EventRecord]) -> Result<()> {
+/// long over one row unnested from arrays as over one row of values. The records may be owned
+/// or borrowed, so a caller that keeps its own need not copy them.
+pub async fn enqueue_all<R: Borrow<EventRecord>>(
+    conn: &mut PgConnection,
+    records: &[R],
+) -> Result<()> {
     match records {
         [] => return Ok(()),
-        [record] => return enqueue(conn, record).await,
+        [record] => return enqueue(conn, record.borrow()).await,
         _ => {}
     }
-    fn column<'a, T>(records: &'a [EventRecord], field: impl Fn(&'a EventRecord) -> T) -> Vec<T> {
-        records.iter().map(field).collect()
+    fn column<'a, R: Borrow<EventRecord>, T>(
+        records: &'a [R],
+        field: impl Fn(&'a EventRecord) -> T,
+    ) -> Vec<T> {
+        records.iter().map(|r| field(r.borrow())).collect()
     }
     sqlx::query(
         "WITH e AS (INSERT INTO outbox (event_id, topic, message_key, event_type, payload, \
