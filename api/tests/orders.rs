@@ -1017,23 +1017,24 @@ async fn hold_order_writes(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sq
     panic!("no placement's write waited on the orders table within 10 s");
 }
 
+/// A new order of one mug, for a fresh customer, at `unit_price`.
+fn one_mug(unit_price: &str) -> oms_api::domain::NewOrder {
+    oms_api::domain::NewOrder {
+        customer_id: Uuid::new_v4(),
+        items: vec![oms_api::domain::OrderLine {
+            product_id: "SKU-MUG".into(),
+            quantity: 1,
+            unit_price: unit_price.parse().expect("a price"),
+        }],
+    }
+}
+
 #[tokio::test]
 async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_one_fails_alone() {
-    use oms_api::{
-        domain::{NewOrder, OrderLine},
-        store::{Origin, Store},
-    };
+    use oms_api::store::{Origin, Store};
     let client = Client::new().await;
     let pool = &client.api.db.pool;
     let store = Store::new(pool.clone(), client.api.config.topics.orders.clone());
-    let order = |price: &str| NewOrder {
-        customer_id: Uuid::new_v4(),
-        items: vec![OrderLine {
-            product_id: "SKU-MUG".into(),
-            quantity: 1,
-            unit_price: price.parse().expect("a price"),
-        }],
-    };
     // Orders placed at once, of which the ones at `bad` break the table's rule on totals.
     let place_at_once = |count: usize, bad: Option<usize>| {
         let store = store.clone();
@@ -1041,7 +1042,7 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
             let placing: Vec<_> = (0..count)
                 .map(|i| {
                     let store = store.clone();
-                    let new = order(if Some(i) == bad { "-1.00" } else { "9.50" });
+                    let new = one_mug(if Some(i) == bad { "-1.00" } else { "9.50" });
                     tokio::spawn(async move { store.place(&new, None, &Origin::default()).await })
                 })
                 .collect();
@@ -1098,10 +1099,7 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
 
 #[tokio::test]
 async fn orders_placed_together_while_the_database_is_out_of_reach_are_each_told_so() {
-    use oms_api::{
-        domain::{NewOrder, OrderLine},
-        store::{Origin, Store},
-    };
+    use oms_api::store::{Origin, Store};
     // Nothing listens on port 9 here: every connection is refused.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(2))
@@ -1111,14 +1109,7 @@ async fn orders_placed_together_while_the_database_is_out_of_reach_are_each_told
     let placing: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
-            let new = NewOrder {
-                customer_id: Uuid::new_v4(),
-                items: vec![OrderLine {
-                    product_id: "SKU-MUG".into(),
-                    quantity: 1,
-                    unit_price: "9.50".parse().expect("a price"),
-                }],
-            };
+            let new = one_mug("9.50");
             tokio::spawn(async move { store.place(&new, None, &Origin::default()).await })
         })
         .collect();
