@@ -23,6 +23,7 @@ use crate::proxy::Target;
         crate::http::login,
         crate::http::refresh,
         crate::http::logout,
+        crate::http::me,
         crate::http::jwks,
         crate::http::audit_log
     ),

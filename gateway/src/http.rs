@@ -71,6 +71,7 @@ pub fn app(
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .route("/auth/me", get(me))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/admin/audit", get(audit_log))
         .route("/api", any(forward))
@@ -306,6 +307,41 @@ pub(crate) async fn logout(
     match state.sessions.end(claims.sid, "logout").await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_down(&e),
+    }
+}
+
+/// Who the caller is, as their token says: what the services behind the gateway are told.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Me {
+    username: String,
+    /// The customer whose orders this user places and sees; none for an admin.
+    customer_id: Option<uuid::Uuid>,
+    #[schema(example = json!(["user"]))]
+    roles: Vec<&'static str>,
+}
+
+/// The caller: user name, customer id and roles, from their token.
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "Missing, invalid, expired or ended token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn me(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&state, &headers, client).await {
+        Ok(claims) => axum::Json(Me {
+            username: claims.sub,
+            customer_id: claims.customer_id,
+            roles: vec![claims.role.as_str()],
+        })
+        .into_response(),
+        Err(response) => response,
     }
 }
 

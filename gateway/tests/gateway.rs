@@ -76,6 +76,49 @@ async fn a_user_logs_in_places_an_order_reads_it_back_and_its_event_is_published
 }
 
 #[tokio::test]
+async fn auth_me_tells_the_caller_who_their_token_says_they_are() {
+    let (_api, gateway) = stack().await;
+    let me = |token: Option<String>| {
+        let request = http().get(gateway.url("/auth/me"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let alice: Value = me(Some(gateway.login("alice").await))
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        alice,
+        json!({ "username": "alice", "customerId": gateway.alice, "roles": ["user"] })
+    );
+    let admin: Value = me(Some(gateway.login("admin").await))
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(admin["roles"], json!(["admin"]));
+    assert_eq!(admin["username"], "admin");
+    problem(
+        http().get(gateway.url("/auth/me")),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        http()
+            .get(gateway.url("/auth/me"))
+            .bearer_auth("not-a-token"),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_bad_login_gets_401_and_a_malformed_one_a_4xx() {
     let (_api, gateway) = stack().await;
     let login = |body: Value| http().post(gateway.url("/auth/login")).json(&body);

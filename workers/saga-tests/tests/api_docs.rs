@@ -112,6 +112,7 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
         ("POST", "/auth/login"),
         ("POST", "/auth/refresh"),
         ("POST", "/auth/logout"),
+        ("GET", "/auth/me"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/admin/audit"),
     ]));
