@@ -212,6 +212,26 @@ demo_login() {
     -d "{\"username\":\"$2\",\"password\":\"$OMS_DEMO_PASSWORD\"}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
+# sell GATEWAY PRODUCT NAME PRICE UNITS: as the admin, prices PRODUCT at PRICE USD in the catalog
+# and stocks UNITS of it, then waits until the order service of the stack under $OMS_STATE_DIR
+# has the price (the catalog's ProductPriced reaches it over the bus): orders for it are accepted
+# from then on.
+sell() {
+  local gateway=$1 product=$2 name=$3 price=$4 units=$5 admin version
+  admin="$(demo_login "$gateway" admin)"
+  version="$(curl -fsS -X PUT "$gateway/api/products/$product" -H "authorization: Bearer $admin" \
+    -H 'content-type: application/json' -d "{\"name\":\"$name\",\"price\":\"$price\",\"currency\":\"USD\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')"
+  curl -fsS -X PUT "$gateway/api/inventory/$product" -H "authorization: Bearer $admin" \
+    -H 'content-type: application/json' -d "{\"available\": $units}" >/dev/null
+  wait_for 60 "the order service to learn the price of $product" price_known "$product" "$version"
+}
+# price_known PRODUCT VERSION: whether the order service prices PRODUCT at VERSION or newer.
+price_known() {
+  local orders_db
+  orders_db="$(sed -n 's/^databases.orders = "\(.*\)"/\1/p' "$OMS_STATE_DIR/oms.toml")"
+  [[ "$(psql "$orders_db" -tAc "SELECT version >= $2 FROM product_prices WHERE product_id = '$1'")" == t ]]
+}
 # demo_customer: the customer id the demo user alice orders for.
 demo_customer() { sed -n 's/^ALICE_CUSTOMER_ID="\(.*\)"/\1/p' "$OMS_ROOT/scripts/demo-config"; }
 # Prints where cargo puts the binaries of profile $1 (debug or release).

@@ -1,58 +1,37 @@
 //! The order's rules, free of I/O: validated values and the status state machine.
 
+use std::collections::HashMap;
+
+use oms_saga::money::Currency;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::prices::Price;
 
 pub use oms_saga::event::{OrderLine, OrderStatus};
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
-/// Prices carry at most this many significant decimal places.
-pub const MAX_PRICE_SCALE: u32 = 4;
 pub const MAX_REASON_LEN: usize = 500;
 
-/// One invalid field, as a 422 lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use oms_saga::problem::FieldError;
 
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// A decimal exactly as the client wrote it, string or JSON number, never through a float.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecimalText(pub String);
-
-impl<'de> Deserialize<'de> for DecimalText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // serde_json's arbitrary_precision keeps a number's original digits.
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => Ok(Self(s)),
-            serde_json::Value::Number(n) => Ok(Self(n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a decimal, found {other}"
-            ))),
-        }
-    }
-}
-
-/// The body of `POST /api/orders`, before validation.
+/// The body of `POST /api/orders`, before validation. It names what to buy and how to pay; the
+/// server sets every price from the catalog, so a price in the body is refused.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrder {
-    /// Yours, as the gateway knows you; an admin may place for anyone.
+    /// Whose order: yours if left out (the token says who you are); an admin names the customer.
     #[schema(format = Uuid)]
-    pub customer_id: String,
+    pub customer_id: Option<String>,
     pub items: Vec<PlaceOrderLine>,
+    /// The payment provider's payment method that pays for it: `pm_card_visa`.
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: Option<String>,
+    /// Refused with 422: the server computes the total.
+    #[schema(ignore)]
+    pub total: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -62,26 +41,39 @@ pub struct PlaceOrderLine {
     pub product_id: String,
     #[schema(minimum = 1)]
     pub quantity: i64,
-    /// A decimal, as a string or a JSON number.
-    #[schema(value_type = String, example = "19.99")]
-    pub unit_price: DecimalText,
+    /// Refused with 422: the server prices every line from the catalog.
+    #[schema(ignore)]
+    pub unit_price: Option<serde_json::Value>,
 }
 
-/// A valid new order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A valid request for an order, not yet priced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewOrder {
-    pub customer_id: Uuid,
-    pub items: Vec<OrderLine>,
+pub struct OrderRequest {
+    /// Whom the body names; the caller decides whether that is allowed, or who it is if none.
+    pub customer_id: Option<Uuid>,
+    /// Product and quantity, in the client's order.
+    pub items: Vec<(String, u32)>,
+    pub payment_method: String,
 }
 
-impl NewOrder {
+/// Why a price in a request is refused.
+const SERVER_PRICES: &str = "prices are set by the server";
+
+impl OrderRequest {
     /// Checks every field and reports all the problems at once.
     pub fn parse(request: PlaceOrder) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let customer_id = Uuid::parse_str(&request.customer_id)
-            .map_err(|_| errors.push(FieldError::new("customerId", "must be a UUID")))
-            .ok();
+        let customer_id = request
+            .customer_id
+            .map(|c| {
+                Uuid::parse_str(&c)
+                    .map_err(|_| errors.push(FieldError::new("customerId", "must be a UUID")))
+            })
+            .transpose();
+        if request.total.is_some() {
+            errors.push(FieldError::new("total", SERVER_PRICES));
+        }
         if request.items.is_empty() || request.items.len() > MAX_LINES {
             errors.push(FieldError::new(
                 "items",
@@ -97,31 +89,124 @@ impl NewOrder {
             let quantity = parse_quantity(line.quantity)
                 .map_err(|m| errors.push(FieldError::new(at("quantity"), m)))
                 .ok();
-            let unit_price = parse_price(&line.unit_price.0)
-                .map_err(|m| errors.push(FieldError::new(at("unitPrice"), m)))
-                .ok();
-            if let (Some(product_id), Some(quantity), Some(unit_price)) =
-                (product_id, quantity, unit_price)
-            {
-                items.push(OrderLine {
-                    product_id,
-                    quantity,
-                    unit_price,
-                });
+            if line.unit_price.is_some() {
+                errors.push(FieldError::new(at("unitPrice"), SERVER_PRICES));
+            }
+            if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+                items.push((product_id, quantity));
             }
         }
-        match customer_id {
-            Some(customer_id) if errors.is_empty() => Ok(Self { customer_id, items }),
+        let payment_method = match request.payment_method.as_deref().map(parse_payment_method) {
+            None => {
+                errors.push(FieldError::new(
+                    "paymentMethod",
+                    "required: how the order is paid",
+                ));
+                None
+            }
+            Some(Err(m)) => {
+                errors.push(FieldError::new("paymentMethod", m));
+                None
+            }
+            Some(Ok(method)) => Some(method),
+        };
+        match (customer_id, payment_method) {
+            (Ok(customer_id), Some(payment_method)) if errors.is_empty() => Ok(Self {
+                customer_id,
+                items,
+                payment_method,
+            }),
             _ => Err(errors),
         }
     }
 
+    /// Prices every line from the catalog's prices as the order service knows them. Refuses a
+    /// product it does not know or that is not for sale, and lines in more than one currency.
+    pub fn price(
+        self,
+        customer_id: Uuid,
+        prices: &HashMap<String, Price>,
+    ) -> Result<NewOrder, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut currency: Option<&str> = None;
+        let mut items = Vec::with_capacity(self.items.len());
+        for (i, (product_id, quantity)) in self.items.into_iter().enumerate() {
+            let field = format!("items[{i}].productId");
+            let Some(price) = prices.get(&product_id) else {
+                errors.push(FieldError::new(
+                    field,
+                    format!("no product {product_id} in the catalog"),
+                ));
+                continue;
+            };
+            if !price.active {
+                errors.push(FieldError::new(
+                    field,
+                    format!("{product_id} is not for sale"),
+                ));
+                continue;
+            }
+            match currency {
+                None => currency = Some(&price.currency),
+                Some(first) if first != price.currency => {
+                    errors.push(FieldError::new(
+                        "items",
+                        format!("lines in more than one currency ({first} and {}): place one order per currency", price.currency),
+                    ));
+                    continue;
+                }
+                Some(_) => {}
+            }
+            match Currency::parse(&price.currency) {
+                Ok(c) => items.push(OrderLine {
+                    product_id,
+                    quantity,
+                    unit_price: c.to_decimal(price.price_minor),
+                }),
+                Err(m) => errors.push(FieldError::new(field, m)),
+            }
+        }
+        match currency {
+            Some(currency) if errors.is_empty() => Ok(NewOrder {
+                customer_id,
+                currency: currency.to_owned(),
+                items,
+                payment_method: self.payment_method,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A valid, priced new order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    pub customer_id: Uuid,
+    pub items: Vec<OrderLine>,
+    /// ISO 4217: the currency of every line.
+    pub currency: String,
+    pub payment_method: String,
+}
+
+impl NewOrder {
     pub fn total(&self) -> Decimal {
         self.items
             .iter()
             .map(|l| l.unit_price * Decimal::from(l.quantity))
             .sum()
     }
+}
+
+/// A payment method id: `pm_` and then letters, digits or `_`, at most 255 in all.
+pub fn parse_payment_method(text: &str) -> Result<String, String> {
+    let valid = text.len() <= 255
+        && text.strip_prefix("pm_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    valid
+        .then(|| text.to_owned())
+        .ok_or_else(|| "must be a payment method id: 'pm_' then letters, digits or '_'".to_owned())
 }
 
 /// A product code: 1 to 64 letters, digits, `-`, `_` or `.`.
@@ -137,22 +222,6 @@ pub fn parse_quantity(quantity: i64) -> Result<u32, String> {
     } else {
         Err(format!("must be from 1 to {MAX_QUANTITY}"))
     }
-}
-
-pub fn parse_price(text: &str) -> Result<Decimal, String> {
-    let price = Decimal::from_str_exact(text.trim())
-        .map_err(|_| format!("{text:?} is not an exact decimal"))?;
-    if price.is_sign_negative() && !price.is_zero() {
-        return Err("must be zero or more".into());
-    }
-    if price.normalize().scale() > MAX_PRICE_SCALE {
-        return Err(format!("at most {MAX_PRICE_SCALE} decimal places"));
-    }
-    if price > Decimal::from(1_000_000_000_000i64) {
-        return Err("must be at most 1000000000000".into());
-    }
-    // The client's scale is kept (4.50 stays 4.50); only significant places are bounded.
-    Ok(price)
 }
 
 /// A status change an admin or a saga step asks for.
@@ -230,29 +299,95 @@ mod tests {
         }
     }
 
-    fn line(product: &str, quantity: i64, price: &str) -> PlaceOrderLine {
+    fn line(product: &str, quantity: i64) -> PlaceOrderLine {
         PlaceOrderLine {
             product_id: product.into(),
             quantity,
-            unit_price: DecimalText(price.into()),
+            unit_price: None,
         }
     }
 
+    fn request(items: Vec<PlaceOrderLine>) -> PlaceOrder {
+        PlaceOrder {
+            customer_id: None,
+            items,
+            payment_method: Some("pm_card_visa".into()),
+            total: None,
+        }
+    }
+
+    fn catalog(prices: &[(&str, i64, &str, bool)]) -> HashMap<String, Price> {
+        prices
+            .iter()
+            .map(|&(product_id, price_minor, currency, active)| {
+                let price = Price {
+                    product_id: product_id.into(),
+                    price_minor,
+                    currency: currency.into(),
+                    active,
+                };
+                (product_id.to_owned(), price)
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_valid_order_parses_with_exact_prices_and_total() {
-        let order = NewOrder::parse(PlaceOrder {
-            customer_id: Uuid::nil().to_string(),
-            items: vec![line("SKU-1", 3, "0.10"), line("SKU-2", 1, "19.99")],
-        })
-        .expect("valid");
+    fn the_server_prices_every_line_from_the_catalog_and_sums_the_total() {
+        let order = OrderRequest::parse(request(vec![line("SKU-1", 3), line("SKU-2", 1)]))
+            .expect("valid")
+            .price(
+                Uuid::nil(),
+                &catalog(&[("SKU-1", 10, "USD", true), ("SKU-2", 1999, "USD", true)]),
+            )
+            .expect("priced");
+        assert_eq!(order.items[0].unit_price.to_string(), "0.10");
+        assert_eq!(order.items[1].unit_price.to_string(), "19.99");
         assert_eq!(order.total(), Decimal::new(2029, 2));
+        assert_eq!(order.currency, "USD");
+        assert_eq!(order.payment_method, "pm_card_visa");
+    }
+
+    #[test]
+    fn a_price_or_total_in_the_request_is_refused_by_name() {
+        let mut priced = request(vec![line("SKU-1", 1)]);
+        priced.items[0].unit_price = Some(serde_json::json!("0.01"));
+        priced.total = Some(serde_json::json!(0.01));
+        let errors = OrderRequest::parse(priced).expect_err("priced by the client");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["total", "items[0].unitPrice"]);
+        assert!(errors.iter().all(|e| e.message == SERVER_PRICES));
+    }
+
+    #[test]
+    fn unknown_inactive_and_mixed_currency_products_are_refused() {
+        let prices = catalog(&[
+            ("USD-1", 100, "USD", true),
+            ("EUR-1", 100, "EUR", true),
+            ("OLD", 100, "USD", false),
+        ]);
+        let errors = OrderRequest::parse(request(vec![
+            line("USD-1", 1),
+            line("NOPE", 1),
+            line("OLD", 1),
+            line("EUR-1", 1),
+        ]))
+        .expect("valid")
+        .price(Uuid::nil(), &prices)
+        .expect_err("unpriceable");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["items[1].productId", "items[2].productId", "items"]
+        );
     }
 
     #[test]
     fn every_invalid_field_is_reported() {
-        let errors = NewOrder::parse(PlaceOrder {
-            customer_id: "not-a-uuid".into(),
-            items: vec![line("", 0, "-1"), line("SKU 1", 10_001, "1.00001")],
+        let errors = OrderRequest::parse(PlaceOrder {
+            customer_id: Some("not-a-uuid".into()),
+            items: vec![line("", 0), line("SKU 1", 10_001)],
+            payment_method: None,
+            total: None,
         })
         .expect_err("invalid");
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -262,48 +397,37 @@ mod tests {
                 "customerId",
                 "items[0].productId",
                 "items[0].quantity",
-                "items[0].unitPrice",
                 "items[1].productId",
                 "items[1].quantity",
-                "items[1].unitPrice",
+                "paymentMethod",
             ]
         );
     }
 
     #[test]
     fn an_order_needs_one_to_a_hundred_lines() {
-        let customer_id = Uuid::nil().to_string();
-        let none = NewOrder::parse(PlaceOrder {
-            customer_id: customer_id.clone(),
-            items: vec![],
-        });
+        let none = OrderRequest::parse(request(vec![]));
         assert_eq!(none.expect_err("empty")[0].field, "items");
-        let many = (0..=MAX_LINES).map(|_| line("SKU", 1, "1")).collect();
-        let too_many = NewOrder::parse(PlaceOrder {
-            customer_id,
-            items: many,
-        });
+        let many = (0..=MAX_LINES).map(|_| line("SKU", 1)).collect();
+        let too_many = OrderRequest::parse(request(many));
         assert_eq!(too_many.expect_err("101 lines")[0].field, "items");
     }
 
     #[test]
-    fn prices_are_exact_and_never_negative() {
-        assert_eq!(parse_price("0"), Ok(Decimal::ZERO));
-        assert_eq!(
-            parse_price("12.5000").map(|p| p.to_string()),
-            Ok("12.5000".to_owned())
-        );
-        assert!(parse_price("-0.01").is_err());
-        assert!(parse_price("1e3").is_err());
-        assert!(parse_price("NaN").is_err());
-        assert!(parse_price("0.00001").is_err());
+    fn a_payment_method_is_a_provider_id() {
+        assert!(parse_payment_method("pm_card_visa").is_ok());
+        assert!(parse_payment_method("pm_1Q0PsIJvEtkwdCNYMSaVuRz6").is_ok());
+        for bad in ["", "pm_", "card_visa", "pm_card visa", "pm_<script>"] {
+            assert!(parse_payment_method(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_payment_method(&format!("pm_{}", "a".repeat(253))).is_err());
     }
 
     #[test]
-    fn a_json_number_price_keeps_its_digits() {
+    fn a_line_without_a_price_parses_and_one_with_a_price_is_kept_to_refuse() {
         let line: PlaceOrderLine =
             serde_json::from_str(r#"{"productId":"A","quantity":1,"unitPrice":0.1}"#)
                 .expect("json");
-        assert_eq!(parse_price(&line.unit_price.0), Ok(Decimal::new(1, 1)));
+        assert!(line.unit_price.is_some());
     }
 }

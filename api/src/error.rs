@@ -54,19 +54,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match &self {
-            Error::Validation(errors) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
-                "The request is invalid",
-            )
-            .detail(
-                errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-            .with("errors", errors),
+            Error::Validation(errors) => Problem::invalid(errors),
             Error::NotFound(id) => Problem::not_found(format!("No order {id}")),
             Error::Forbidden(why) => Problem::forbidden(*why),
             Error::IllegalTransition {

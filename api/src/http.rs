@@ -23,8 +23,9 @@ use uuid::Uuid;
 use crate::{
     availability::{Availability, Check},
     cache::OrderCache,
-    domain::{self, NewOrder, OrderStatus, PlaceOrder},
+    domain::{self, OrderRequest, OrderStatus, PlaceOrder},
     error::{Error, Result},
+    prices,
     store::{IdempotencyKey, ListQuery, Order, Origin, Store},
     timeline,
 };
@@ -104,9 +105,12 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
 
+/// The client's Idempotency-Key, with a digest of what it asked for (before pricing, so that a
+/// retry after a price change is the same request).
 fn idempotency_key(
     headers: &HeaderMap,
-    order: &NewOrder,
+    customer_id: Uuid,
+    order: &OrderRequest,
 ) -> Result<Option<IdempotencyKey>, Problem> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -118,14 +122,16 @@ fn idempotency_key(
         .ok_or_else(|| {
             Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
         })?;
-    let canonical = serde_json::to_vec(order).map_err(|_| Problem::internal())?;
+    let canonical = serde_json::to_vec(&(customer_id, order)).map_err(|_| Problem::internal())?;
     Ok(Some(IdempotencyKey {
         key: key.to_owned(),
         request_hash: Sha256::digest(canonical).to_vec(),
     }))
 }
 
-/// Places an order, after asking the inventory whether it can be served (when it answers).
+/// Places an order at the shop's prices, after asking the inventory whether it can be served
+/// (when it answers). The body names products, quantities and the payment method; the server
+/// prices each line from the catalog and computes the total.
 #[utoipa::path(post, path = "/api/orders", tag = "orders",
     request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header,
@@ -139,7 +145,9 @@ fn idempotency_key(
         (status = 409, description = "Not enough stock, or the Idempotency-Key was used for another order", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named in `errors`: a price or total in \
+            the body (the server sets them), an unknown or inactive product, lines in more than one \
+            currency, no payment method", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn place_order(
     State(state): State<Arc<AppState>>,
@@ -148,23 +156,27 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, Response> {
-    let order = NewOrder::parse(request).map_err(|e| Error::Validation(e).into_response())?;
-    if !caller.may_see(order.customer_id) {
-        return Err(
-            Error::Forbidden("Orders can only be placed for your own customer id").into_response(),
-        );
-    }
-    let key = idempotency_key(&headers, &order).map_err(IntoResponse::into_response)?;
-    // A retried request gets its first answer, whatever the stock says now.
+    let request = OrderRequest::parse(request).map_err(|e| Error::Validation(e).into_response())?;
+    let customer_id = customer(caller, request.customer_id).map_err(IntoResponse::into_response)?;
+    let key =
+        idempotency_key(&headers, customer_id, &request).map_err(IntoResponse::into_response)?;
+    // A retried request gets its first answer, whatever the stock or the prices say now.
     if let Some(key) = &key
         && let Some(first) = state
             .store
-            .replay(order.customer_id, key)
+            .replay(customer_id, key)
             .await
             .map_err(IntoResponse::into_response)?
     {
         return Ok(placed(first, None, true));
     }
+    let products: Vec<&str> = request.items.iter().map(|(p, _)| p.as_str()).collect();
+    let prices = prices::lookup(state.store.pool(), &products)
+        .await
+        .map_err(|e| Error::Database(e).into_response())?;
+    let order = request
+        .price(customer_id, &prices)
+        .map_err(|e| Error::Validation(e).into_response())?;
     let check = state
         .availability
         .check(&order.items, origin.traceparent.as_deref())
@@ -189,6 +201,22 @@ async fn place_order(
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(placed(order, skipped, replayed))
+}
+
+/// Whose order it is: a customer's own (naming another is refused); an admin or a tool inside
+/// must name the customer.
+fn customer(caller: Caller, named: Option<Uuid>) -> Result<Uuid> {
+    match (caller, named) {
+        (Caller::Customer(own), Some(named)) if named != own => Err(Error::Forbidden(
+            "Orders can only be placed for your own customer id",
+        )),
+        (Caller::Customer(own), _) => Ok(own),
+        (_, Some(named)) => Ok(named),
+        (_, None) => Err(Error::Validation(vec![domain::FieldError::new(
+            "customerId",
+            "required when an admin places an order: whose order it is",
+        )])),
+    }
 }
 
 /// A placed order, saying whether its stock was checked first.

@@ -5,6 +5,7 @@
 //!
 //! - [`domain`]: validation and the state machine, with no I/O.
 //! - [`store`]: the `orders` database.
+//! - [`prices`]: the order service's copy of the catalog's prices, which every order is priced at.
 //! - [`cache`]: the Redis read cache, which degrades to the database.
 //! - [`availability`]: the inventory check before accepting an order, behind a circuit breaker.
 //! - [`http`]: the routes.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod domain;
 mod error;
 pub mod http;
+pub mod prices;
 pub mod stats;
 pub mod store;
 pub mod timeline;

@@ -42,6 +42,11 @@ pub struct Order {
     pub items: Vec<OrderLine>,
     #[schema(value_type = String, example = "39.98")]
     pub total: Decimal,
+    /// ISO 4217: the currency of the total and of every line's price.
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// What pays for it: the payment provider's payment method.
+    pub payment_method: Option<String>,
     /// Why the order reached its current status, when someone said (a cancellation reason).
     pub status_reason: Option<String>,
     pub version: i32,
@@ -56,6 +61,8 @@ struct OrderRow {
     status: String,
     items: Json<Vec<OrderLine>>,
     total: Decimal,
+    currency: String,
+    payment_method: Option<String>,
     status_reason: Option<String>,
     version: i32,
     created_at: DateTime<Utc>,
@@ -76,6 +83,8 @@ impl TryFrom<OrderRow> for Order {
             status,
             items: row.items.0,
             total: row.total,
+            currency: row.currency,
+            payment_method: row.payment_method,
             status_reason: row.status_reason,
             version: row.version,
             created_at: row.created_at,
@@ -84,8 +93,8 @@ impl TryFrom<OrderRow> for Order {
     }
 }
 
-const COLUMNS: &str =
-    "id, customer_id, status, items, total, status_reason, version, created_at, updated_at";
+const COLUMNS: &str = "id, customer_id, status, items, total, currency, payment_method, \
+     status_reason, version, created_at, updated_at";
 
 /// Where a change comes from, carried into its event.
 #[derive(Debug, Clone, Default)]
@@ -197,6 +206,8 @@ impl Store {
             total: new.total(),
             placed_at,
             placed_by: origin.actor.clone(),
+            currency: new.currency.clone(),
+            payment_method: Some(new.payment_method.clone()),
         };
         let record =
             EventRecord::new(&self.orders_topic, &event).traced(origin.traceparent.as_deref());
@@ -440,9 +451,9 @@ async fn insert_orders(tx: &mut PgConnection, created: &[&Created]) -> Result<Ve
         // PostgreSQL takes about twice as long over one row unnested from arrays.
         vec![
             sqlx::query_as(&format!(
-                "INSERT INTO orders (id, customer_id, status, items, total, correlation_id, \
-                 created_at, updated_at) \
-                 VALUES ($1, $2, 'CREATED', $3, $4, $5, $6, $6) RETURNING {COLUMNS}"
+                "INSERT INTO orders (id, customer_id, status, items, total, currency, \
+                 payment_method, correlation_id, created_at, updated_at) \
+                 VALUES ($1, $2, 'CREATED', $3, $4, $7, $8, $5, $6, $6) RETURNING {COLUMNS}"
             ))
             .bind(one.id)
             .bind(one.new.customer_id)
@@ -450,6 +461,8 @@ async fn insert_orders(tx: &mut PgConnection, created: &[&Created]) -> Result<Ve
             .bind(one.new.total())
             .bind(one.record.correlation_id)
             .bind(one.placed_at)
+            .bind(&one.new.currency)
+            .bind(&one.new.payment_method)
             .fetch_one(&mut *tx)
             .await?,
         ]
@@ -458,12 +471,13 @@ async fn insert_orders(tx: &mut PgConnection, created: &[&Created]) -> Result<Ve
             created.iter().map(|c| field(c)).collect()
         }
         sqlx::query_as(&format!(
-            "INSERT INTO orders (id, customer_id, status, items, total, correlation_id, \
-             created_at, updated_at) \
-             SELECT id, customer_id, 'CREATED', items, total, correlation_id, placed_at, \
-             placed_at FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::numeric[], \
-             $5::uuid[], $6::timestamptz[]) \
-             AS n(id, customer_id, items, total, correlation_id, placed_at) \
+            "INSERT INTO orders (id, customer_id, status, items, total, currency, payment_method, \
+             correlation_id, created_at, updated_at) \
+             SELECT id, customer_id, 'CREATED', items, total, currency, payment_method, \
+             correlation_id, placed_at, placed_at FROM unnest($1::uuid[], $2::uuid[], \
+             $3::jsonb[], $4::numeric[], $5::uuid[], $6::timestamptz[], $7::text[], $8::text[]) \
+             AS n(id, customer_id, items, total, correlation_id, placed_at, currency, \
+             payment_method) \
              RETURNING {COLUMNS}"
         ))
         .bind(column(created, |c| c.id))
@@ -472,6 +486,8 @@ async fn insert_orders(tx: &mut PgConnection, created: &[&Created]) -> Result<Ve
         .bind(column(created, |c| c.new.total()))
         .bind(column(created, |c| c.record.correlation_id))
         .bind(column(created, |c| c.placed_at))
+        .bind(column(created, |c| c.new.currency.as_str()))
+        .bind(column(created, |c| c.new.payment_method.as_str()))
         .fetch_all(&mut *tx)
         .await?
     };

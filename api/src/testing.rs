@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use oms_registry::testing::TestRegistry;
-use oms_saga::{avro::AvroCodec, config::BusConfig, testing};
+use oms_saga::{avro::AvroCodec, config::BusConfig, event::ProductPriced, testing};
 use tokio_util::sync::CancellationToken;
 
 use crate::ApiConfig;
@@ -63,6 +63,31 @@ impl TestApi {
             stop,
             task,
         }
+    }
+
+    /// Prices products in this API's copy of the catalog exactly as the status worker does on
+    /// the inventory's `ProductPriced` (each call a newer version): `(product, minor units,
+    /// currency, active)`.
+    pub async fn price(&self, products: &[(&str, i64, &str, bool)]) {
+        let version = chrono::Utc::now().timestamp_micros();
+        let events: Vec<ProductPriced> = products
+            .iter()
+            .map(
+                |&(product_id, price_minor, currency, active)| ProductPriced {
+                    product_id: product_id.to_owned(),
+                    name: product_id.to_owned(),
+                    price_minor,
+                    currency: currency.to_owned(),
+                    active,
+                    version,
+                    at: chrono::Utc::now(),
+                },
+            )
+            .collect();
+        let mut conn = self.db.pool.acquire().await.expect("a connection");
+        crate::prices::apply_all(&mut conn, &events)
+            .await
+            .expect("prices kept");
     }
 
     /// A codec on this API's registry, to read its events.

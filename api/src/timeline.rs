@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oms_saga::{
     consumer::{ConsumerConfig, Handler, HandlerError},
-    event::{self, EventRecord},
+    event::{self, Event, EventRecord, ProductPriced},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -78,8 +78,9 @@ pub struct Entry {
     pub payload: serde_json::Value,
 }
 
-/// Records every event it is given; a batch of them in one statement, skipping those already
-/// recorded.
+/// Records every saga event it is given; a batch of them in one statement, skipping those
+/// already recorded. The catalog's `ProductPriced`, which shares the inventory's topic but is
+/// about a product rather than an order, is no part of a saga.
 #[derive(Debug)]
 pub struct Recorder;
 
@@ -98,6 +99,15 @@ impl Handler for Recorder {
         tx: &mut PgConnection,
         events: &[&EventRecord],
     ) -> Result<(), (usize, HandlerError)> {
+        let events: Vec<&EventRecord> = events
+            .iter()
+            .copied()
+            .filter(|e| e.event_type != ProductPriced::TYPE)
+            .collect();
+        let events = events.as_slice();
+        if events.is_empty() {
+            return Ok(());
+        }
         fn column<'a, T>(
             events: &[&'a EventRecord],
             field: impl Fn(&'a EventRecord) -> T,

@@ -43,14 +43,18 @@ fn confluent_venv(dir: &Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn confluents_python_client_drives_our_registry_and_decodes_our_events() {
     let api = TestApi::spawn().await;
+    api.price(&[("SKU-1", 1999, "USD", true), ("SKU-2", 10, "USD", true)])
+        .await;
     let http = reqwest::Client::new();
     let customer = Uuid::new_v4();
     let order: Value = http
         .post(api.url("/api/orders"))
-        .json(&json!({ "customerId": customer, "items": [
-            { "productId": "SKU-1", "quantity": 2, "unitPrice": "19.99" },
-            { "productId": "SKU-2", "quantity": 1, "unitPrice": "0.10" }
-        ]}))
+        .json(
+            &json!({ "customerId": customer, "paymentMethod": "pm_card_visa", "items": [
+                { "productId": "SKU-1", "quantity": 2 },
+                { "productId": "SKU-2", "quantity": 1 }
+            ]}),
+        )
         .send()
         .await
         .expect("place")

@@ -20,10 +20,13 @@ struct Client {
 
 impl Client {
     async fn new() -> Self {
-        Self::with(TestApi::spawn().await)
+        Self::with(TestApi::spawn().await).await
     }
 
-    fn with(api: TestApi) -> Self {
+    /// A client of `api`, whose catalog sells SKU-1 at 19.99 and SKU-2 at 0.10, in USD.
+    async fn with(api: TestApi) -> Self {
+        api.price(&[("SKU-1", 1999, "USD", true), ("SKU-2", 10, "USD", true)])
+            .await;
         Self {
             http: reqwest::Client::new(),
             api,
@@ -64,9 +67,10 @@ fn order_for(customer: Uuid) -> Value {
     json!({
         "customerId": customer,
         "items": [
-            { "productId": "SKU-1", "quantity": 2, "unitPrice": "19.99" },
-            { "productId": "SKU-2", "quantity": 1, "unitPrice": 0.1 }
-        ]
+            { "productId": "SKU-1", "quantity": 2 },
+            { "productId": "SKU-2", "quantity": 1 }
+        ],
+        "paymentMethod": "pm_card_visa"
     })
 }
 
@@ -110,6 +114,10 @@ async fn a_placed_order_is_created_and_its_event_reaches_the_orders_topic() {
     assert_eq!(order["status"], "CREATED");
     assert_eq!(order["customerId"], customer.to_string());
     assert_eq!(order["total"], "40.08");
+    assert_eq!(order["currency"], "USD");
+    assert_eq!(order["items"][0]["unitPrice"], "19.99");
+    assert_eq!(order["items"][1]["unitPrice"], "0.10");
+    assert_eq!(order["paymentMethod"], "pm_card_visa");
     let id = order["id"].as_str().expect("id").to_owned();
 
     let read = json_of(client.get(&format!("/api/orders/{id}")).await).await;
@@ -143,6 +151,8 @@ async fn a_placed_order_is_created_and_its_event_reaches_the_orders_topic() {
         "placed directly, not through the gateway"
     );
     assert_eq!(placed.items.len(), 2);
+    assert_eq!(placed.currency, "USD");
+    assert_eq!(placed.payment_method.as_deref(), Some("pm_card_visa"));
     assert_eq!(
         serde_json::to_value(placed.placed_at).expect("time"),
         order["createdAt"]
@@ -156,8 +166,9 @@ async fn an_invalid_order_gets_422_naming_every_bad_field_and_is_not_stored() {
         "customerId": "nobody",
         "items": [
             { "productId": "", "quantity": 0, "unitPrice": "-1" },
-            { "productId": "SKU-2", "quantity": 3, "unitPrice": "1.123456" }
-        ]
+            { "productId": "SKU-2", "quantity": 3, "unitPrice": "0.01" }
+        ],
+        "total": "0.03"
     });
     let problem = expect_problem(client.place(&body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
     let fields: Vec<&str> = problem["errors"]
@@ -170,19 +181,141 @@ async fn an_invalid_order_gets_422_naming_every_bad_field_and_is_not_stored() {
         fields,
         [
             "customerId",
+            "total",
             "items[0].productId",
             "items[0].quantity",
             "items[0].unitPrice",
-            "items[1].unitPrice"
+            "items[1].unitPrice",
+            "paymentMethod"
         ]
     );
-    let no_lines = json!({ "customerId": Uuid::new_v4(), "items": [] });
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("items[1].unitPrice: prices are set by the server")),
+        "{problem}"
+    );
+    let no_lines =
+        json!({ "customerId": Uuid::new_v4(), "items": [], "paymentMethod": "pm_card_visa" });
     expect_problem(
         client.place(&no_lines).await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(client.order_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_order_the_catalog_cannot_price_gets_422_naming_the_line_and_is_not_stored() {
+    let client = Client::new().await;
+    client
+        .api
+        .price(&[
+            ("SKU-EUR", 500, "EUR", true),
+            ("SKU-OLD", 100, "USD", false),
+        ])
+        .await;
+    let customer = Uuid::new_v4();
+    let with = |lines: Value| json!({ "customerId": customer, "items": lines, "paymentMethod": "pm_card_visa" });
+    let cases = [
+        (
+            json!([{ "productId": "SKU-NONE", "quantity": 1 }]),
+            "items[0].productId",
+            "no product SKU-NONE in the catalog",
+        ),
+        (
+            json!([{ "productId": "SKU-1", "quantity": 1 }, { "productId": "SKU-OLD", "quantity": 1 }]),
+            "items[1].productId",
+            "SKU-OLD is not for sale",
+        ),
+        (
+            json!([{ "productId": "SKU-1", "quantity": 1 }, { "productId": "SKU-EUR", "quantity": 1 }]),
+            "items",
+            "more than one currency",
+        ),
+    ];
+    for (lines, field, message) in cases {
+        let problem = expect_problem(
+            client.place(&with(lines)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{problem}"
+        );
+    }
+    assert_eq!(client.order_count().await, 0);
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&client.api.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(outbox, 0, "no event for an order never placed");
+
+    // An order in one foreign currency is fine, and priced in it.
+    let euros = json_of(
+        client
+            .place(&with(json!([{ "productId": "SKU-EUR", "quantity": 3 }])))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (&euros["total"], &euros["currency"]),
+        (&json!("15.00"), &json!("EUR"))
+    );
+}
+
+#[tokio::test]
+async fn a_later_price_change_never_touches_a_placed_order() {
+    let client = Client::new().await;
+    let (before, _) = placed(json_of(client.place(&order_for(Uuid::new_v4())).await).await);
+    client
+        .api
+        .price(&[("SKU-1", 2500, "USD", true), ("SKU-2", 10, "USD", true)])
+        .await;
+    let (after, _) = placed(json_of(client.place(&order_for(Uuid::new_v4())).await).await);
+    assert_eq!(after["total"], "50.10", "a new order takes the new price");
+    let id = before["id"].as_str().expect("id");
+    let read = json_of(client.get(&format!("/api/orders/{id}")).await).await;
+    assert_eq!(read["total"], "40.08");
+    assert_eq!(read["items"][0]["unitPrice"], "19.99");
+    let stored: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT total FROM orders WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&client.api.db.pool)
+            .await
+            .expect("read");
+    assert_eq!(stored.to_string(), "40.08");
+}
+
+#[tokio::test]
+async fn an_older_price_event_never_replaces_a_newer_one() {
+    use oms_saga::event::ProductPriced;
+    let client = Client::new().await;
+    let priced = |version: i64, price_minor: i64| ProductPriced {
+        product_id: "SKU-V".into(),
+        name: "versioned".into(),
+        price_minor,
+        currency: "USD".into(),
+        active: true,
+        version,
+        at: chrono::Utc::now(),
+    };
+    let mut conn = client.api.db.pool.acquire().await.expect("conn");
+    // A batch holding two versions keeps the newer; a later, older one changes nothing.
+    oms_api::prices::apply_all(&mut conn, &[priced(2, 200), priced(1, 100)])
+        .await
+        .expect("apply");
+    oms_api::prices::apply_all(&mut conn, &[priced(1, 100)])
+        .await
+        .expect("apply again");
+    let kept = oms_api::prices::lookup(&client.api.db.pool, &["SKU-V"])
+        .await
+        .expect("lookup");
+    assert_eq!(kept["SKU-V"].price_minor, 200);
 }
 
 #[tokio::test]
@@ -218,7 +351,7 @@ async fn malformed_oversized_or_mistyped_requests_get_a_clear_4xx_and_never_reac
     )
     .await;
 
-    let float_quantity = json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1.5, "unitPrice": "1" }] });
+    let float_quantity = json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1.5 }], "paymentMethod": "pm_card_visa" });
     expect_problem(
         client.place(&float_quantity).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -549,6 +682,33 @@ async fn a_customer_sees_and_acts_on_only_their_own_orders() {
         .await
         .expect("send");
     expect_problem(for_alice, StatusCode::FORBIDDEN).await;
+    // Naming no customer, a user places for themself; an admin must say for whom.
+    let mut unnamed = order_for(alice);
+    unnamed
+        .as_object_mut()
+        .expect("object")
+        .remove("customerId");
+    let bobs_own = as_user(client.http.post(client.api.url("/api/orders")), bob)
+        .json(&unnamed)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bobs_own.status(), StatusCode::CREATED);
+    assert_eq!(json_of(bobs_own).await["customerId"], bob.to_string());
+    let as_admin = |request: reqwest::RequestBuilder| request.header("x-oms-role", "admin");
+    let admin_unnamed = as_admin(client.http.post(client.api.url("/api/orders")))
+        .json(&unnamed)
+        .send()
+        .await
+        .expect("send");
+    let problem = expect_problem(admin_unnamed, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "customerId");
+    let admin_for_alice = as_admin(client.http.post(client.api.url("/api/orders")))
+        .json(&order_for(alice))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(admin_for_alice.status(), StatusCode::CREATED);
     let bob_admins = as_user(
         client
             .http
@@ -689,7 +849,7 @@ async fn reads_fall_back_to_postgres_while_redis_is_down_and_count_it() {
         c.cache.url = Some(oms_saga::config::Secret::new(redis_url.clone()))
     })
     .await;
-    let client = Client::with(api);
+    let client = Client::with(api).await;
     let id = json_of(client.place(&order_for(Uuid::new_v4())).await).await["id"]
         .as_str()
         .expect("id")
@@ -721,7 +881,7 @@ async fn orders_placed_while_the_broker_is_paused_are_delivered_in_order_once_it
     use futures::StreamExt;
     const ORDERS: usize = 200;
     let (broker, bus_config) = testing::dedicated_broker();
-    let client = Client::with(TestApi::spawn_with(bus_config.clone(), |_| {}).await);
+    let client = Client::with(TestApi::spawn_with(bus_config.clone(), |_| {}).await).await;
     let topic = client.api.config.topics.orders.clone();
     let bus = bus::connect(&bus_config).expect("bus");
     // Before the outage the relay works: a first order's event went out.
@@ -1026,6 +1186,8 @@ fn one_mug(unit_price: &str) -> oms_api::domain::NewOrder {
             quantity: 1,
             unit_price: unit_price.parse().expect("a price"),
         }],
+        currency: "USD".into(),
+        payment_method: "pm_card_visa".into(),
     }
 }
 

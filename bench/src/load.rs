@@ -83,7 +83,8 @@ impl Target {
     fn order_body(&self, product: &str) -> Value {
         json!({
             "customerId": self.customer_id,
-            "items": [{ "productId": product, "quantity": 1, "unitPrice": "4.50" }],
+            "items": [{ "productId": product, "quantity": 1 }],
+            "paymentMethod": "pm_card_visa",
         })
     }
 

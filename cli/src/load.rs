@@ -77,11 +77,13 @@ pub async fn run(load: &Load) -> Result<Report, String> {
     let items: Vec<Value> = load
         .lines
         .iter()
-        .map(|(product, quantity)| {
-            json!({ "productId": product, "quantity": quantity, "unitPrice": "1.00" })
-        })
+        .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity }))
         .collect();
-    let body = Arc::new(json!({ "customerId": load.customer_id, "items": items }));
+    let body = Arc::new(json!({
+        "customerId": load.customer_id,
+        "items": items,
+        "paymentMethod": "pm_card_visa",
+    }));
     let slots = Arc::new(Semaphore::new(load.max_in_flight.max(1)));
     let total = (f64::from(load.rate) * load.duration.as_secs_f64()).round() as usize;
     let mut ticks =

@@ -151,10 +151,14 @@ $("#place-form").addEventListener("submit", async (event) => {
   const form = new FormData(event.target);
   $("#place-error").textContent = "";
   try {
-    const order = await api("POST", "/api/orders", {
-      customerId: form.get("customerId"),
-      items: [{ productId: form.get("productId"), quantity: Number(form.get("quantity")), unitPrice: form.get("unitPrice") }],
-    });
+    // The server prices the order from the catalog; the customer is the caller's own unless an
+    // admin names one.
+    const body = {
+      items: [{ productId: form.get("productId"), quantity: Number(form.get("quantity")) }],
+      paymentMethod: form.get("paymentMethod"),
+    };
+    if (form.get("customerId")) body.customerId = form.get("customerId");
+    const order = await api("POST", "/api/orders", body);
     await loadOrders(false);
     openOrder(order.id);
   } catch (error) {
@@ -208,7 +212,7 @@ async function openOrder(id) {
   if (state.open !== id) return;
   $("#order-status").textContent = order.status;
   $("#order-summary").textContent =
-    `${order.items.map((l) => `${l.quantity}×${l.productId} at ${l.unitPrice}`).join(", ")}; total ${order.total}` +
+    `${order.items.map((l) => `${l.quantity}×${l.productId} at ${l.unitPrice}`).join(", ")}; total ${order.total} ${order.currency}` +
     (order.statusReason ? `; ${order.statusReason}` : "");
   const names = new Map(timeline.map((e) => [e.eventId, e.eventType]));
   const tbody = $("#timeline tbody");

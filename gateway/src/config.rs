@@ -60,6 +60,10 @@ impl Default for GatewayConfig {
                     RouteConfig::Upstream("http://127.0.0.1:8083".into()),
                 ),
                 (
+                    "/api/products".to_owned(),
+                    RouteConfig::Upstream("http://127.0.0.1:8083".into()),
+                ),
+                (
                     "/api/notifications".to_owned(),
                     RouteConfig::Upstream("http://127.0.0.1:8084".into()),
                 ),

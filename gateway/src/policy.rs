@@ -12,6 +12,7 @@ pub fn requires_admin(method: &Method, path: &str) -> bool {
         // Every saga's events, live.
         ["", "api", "orders", "events"] => true,
         ["", "api", "inventory", product] => method == Method::PUT && *product != "availability",
+        ["", "api", "products", _] => method == Method::PUT,
         // Anyone logged in may browse schemas (and look one up, or test compatibility); changing
         // the registry (registering, config, deleting) is for admins.
         ["", "api", "schemas", "subjects", _, "versions"] => method == Method::POST,
@@ -30,6 +31,13 @@ mod tests {
         assert!(requires_admin(&Method::POST, "/api/orders/1/cancel/"));
         assert!(requires_admin(&Method::GET, "/api/orders/events"));
         assert!(!requires_admin(&Method::GET, "/api/orders/1/timeline"));
+    }
+
+    #[test]
+    fn browsing_the_catalog_is_for_everyone_and_pricing_for_admins() {
+        assert!(requires_admin(&Method::PUT, "/api/products/SKU-1"));
+        assert!(!requires_admin(&Method::GET, "/api/products/SKU-1"));
+        assert!(!requires_admin(&Method::GET, "/api/products"));
     }
 
     #[test]

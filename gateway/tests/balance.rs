@@ -178,6 +178,7 @@ async fn only_requests_that_cannot_be_applied_twice_are_retried_and_a_failing_in
 #[tokio::test]
 async fn killing_one_of_two_api_instances_under_load_fails_no_idempotent_request() {
     let first = TestApi::spawn().await;
+    first.price(&[("SKU-9", 250, "USD", true)]).await;
     // A second instance of the same service: the same database and topic.
     let (bus, _) = testing::shared_bus().await;
     let second = TestApi::spawn_with(bus, |c| {

@@ -31,6 +31,8 @@ fn order(placed_by: Option<&str>) -> OrderPlaced {
         total: "9.00".parse().expect("dec"),
         placed_at: chrono::Utc::now(),
         placed_by: placed_by.map(str::to_owned),
+        currency: "USD".into(),
+        payment_method: None,
     }
 }
 

@@ -288,7 +288,9 @@ impl Codec for JsonCodec {
 pub fn producer_of(event_type: &str) -> &'static str {
     match event_type {
         OrderPlaced::TYPE | OrderStatusChanged::TYPE | OrderCancelled::TYPE => "orders",
-        StockReserved::TYPE | StockRejected::TYPE | StockReleased::TYPE => "inventory",
+        StockReserved::TYPE | StockRejected::TYPE | StockReleased::TYPE | ProductPriced::TYPE => {
+            "inventory"
+        }
         NotificationSent::TYPE => "notifications",
         _ => "unknown",
     }
@@ -391,6 +393,16 @@ pub struct OrderPlaced {
     /// The user who placed it through the gateway (schema v2).
     #[serde(default)]
     pub placed_by: Option<String>,
+    /// The ISO 4217 currency of every price in it (schema v3; earlier orders were in USD).
+    #[serde(default = "usd")]
+    pub currency: String,
+    /// What the customer pays with: a payment method of the payment provider (schema v3).
+    #[serde(default)]
+    pub payment_method: Option<String>,
+}
+
+fn usd() -> String {
+    "USD".to_owned()
 }
 
 impl Event for OrderPlaced {
@@ -502,6 +514,31 @@ impl Event for StockReleased {
     const TYPE: &'static str = "StockReleased";
     fn key(&self) -> String {
         self.order_id.to_string()
+    }
+}
+
+/// A product's name, price or availability for sale was set in the catalog (the inventory
+/// service owns it); the order service prices orders from the latest of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductPriced {
+    pub product_id: String,
+    pub name: String,
+    /// The price of one unit in the currency's minor units (cents).
+    pub price_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Whether it is for sale.
+    pub active: bool,
+    /// Bumped by every change, so that a reader keeps the newest whatever order it reads in.
+    pub version: i64,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for ProductPriced {
+    const TYPE: &'static str = "ProductPriced";
+    fn key(&self) -> String {
+        self.product_id.clone()
     }
 }
 

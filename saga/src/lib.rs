@@ -13,6 +13,7 @@
 //!   and the relay publishes them, in order, once the broker acknowledges.
 //! - [`consumer`]: the consume loop every worker shares: decode, deduplicate in the inbox, handle
 //!   and commit, then acknowledge; retries with backoff, dead letters, redrive.
+//! - [`money`]: currencies and prices in integer minor units.
 //! - [`page`]: keyset pages for list endpoints.
 //! - [`plan`]: statements PostgreSQL plans at each call: those over a batch, and filtered lists.
 //! - [`docs`]: OpenAPI documents and Swagger UI.
@@ -32,6 +33,7 @@ pub mod docs;
 mod error;
 pub mod event;
 pub mod identity;
+pub mod money;
 pub mod outbox;
 pub mod page;
 pub mod plan;

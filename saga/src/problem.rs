@@ -31,7 +31,41 @@ pub struct Problem {
     pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One invalid field of a request, as a 422 lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Where it is in the body: `items[0].productId`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl Problem {
+    /// A 422 naming every invalid field, in `errors` and, for people, in `detail`.
+    pub fn invalid(errors: &[FieldError]) -> Self {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The request is invalid",
+        )
+        .detail(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .with("errors", errors)
+    }
+
     /// A problem whose `type` is a stable slug, so clients can branch on it.
     pub fn new(status: StatusCode, kind: &str, title: impl Into<String>) -> Self {
         Self {

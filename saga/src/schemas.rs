@@ -38,11 +38,13 @@ macro_rules! schema {
 pub static ALL: &[EventSchema] = &[
     schema!("orders", "OrderPlaced", 1),
     schema!("orders", "OrderPlaced", 2),
+    schema!("orders", "OrderPlaced", 3),
     schema!("orders", "OrderStatusChanged", 1),
     schema!("orders", "OrderCancelled", 1),
     schema!("inventory", "StockReserved", 1),
     schema!("inventory", "StockRejected", 1),
     schema!("inventory", "StockReleased", 1),
+    schema!("inventory", "ProductPriced", 1),
     schema!("notifications", "NotificationSent", 1),
 ];
 

@@ -138,6 +138,8 @@ fn every_event_type_round_trips_through_its_newest_schema() {
         total: "59.9700".parse().expect("dec"),
         placed_at: at(),
         placed_by: Some("alice".into()),
+        currency: "EUR".into(),
+        payment_method: Some("pm_card_visa".into()),
     });
     for (old_status, new_status, reason) in [
         (OrderStatus::Created, OrderStatus::Reserved, None),
@@ -187,6 +189,15 @@ fn every_event_type_round_trips_through_its_newest_schema() {
         reason: "OUT_OF_STOCK".into(),
         at: at(),
     });
+    round_trip(&ProductPriced {
+        product_id: "SKU-MUG".into(),
+        name: "Mug".into(),
+        price_minor: 1200,
+        currency: "USD".into(),
+        active: false,
+        version: 7,
+        at: at(),
+    });
     round_trip(&NotificationSent {
         notification_id: Uuid::new_v4(),
         order_id,
@@ -215,6 +226,8 @@ fn a_value_that_does_not_fit_its_schema_is_refused_with_its_path() {
         total: "1".parse().expect("dec"),
         placed_at: at(),
         placed_by: None,
+        currency: "USD".into(),
+        payment_method: None,
     })
     .expect("json");
     json["items"][0]["unitPrice"] = "0.00001".into();
@@ -228,14 +241,18 @@ fn serialize_with<T: Serialize>(event: &T, schema: &Schema) -> Vec<u8> {
 }
 
 #[test]
-fn order_placed_v2_is_read_by_v1_consumers_and_v2_consumers_read_v1_events() {
-    let v1 = schemas::ALL
-        .iter()
-        .find(|s| s.event_type == "OrderPlaced" && s.version == 1)
-        .expect("v1");
-    let v2 = schemas::latest("OrderPlaced").expect("v2");
-    assert_eq!(v2.version, 2);
-    let (v1, v2) = (v1.parse().expect("v1"), v2.parse().expect("v2"));
+fn order_placed_v3_is_read_by_v2_consumers_and_v3_consumers_read_v2_events() {
+    let version = |n| {
+        schemas::ALL
+            .iter()
+            .find(|s| s.event_type == "OrderPlaced" && s.version == n)
+            .expect("version")
+    };
+    assert_eq!(schemas::latest("OrderPlaced").expect("latest").version, 3);
+    let (v2, v3) = (
+        version(2).parse().expect("v2"),
+        version(3).parse().expect("v3"),
+    );
     let event = OrderPlaced {
         order_id: Uuid::new_v4(),
         customer_id: Uuid::new_v4(),
@@ -247,23 +264,28 @@ fn order_placed_v2_is_read_by_v1_consumers_and_v2_consumers_read_v1_events() {
         total: "7.0000".parse().expect("dec"),
         placed_at: at(),
         placed_by: Some("bob".into()),
+        currency: "EUR".into(),
+        payment_method: Some("pm_card_visa".into()),
     };
 
-    // An old consumer (reader v1) reads a new event (writer v2): placedBy is skipped.
-    let new_bytes = serialize_with(&event, &v2);
-    let old_view = read(&v2, &new_bytes, Some(&v1)).expect("v1 reads v2");
-    let old_json = to_json(&old_view, &v1).expect("json");
-    assert!(old_json.get("placedBy").is_none());
+    // An old consumer (reader v2) reads a new event (writer v3): the new fields are skipped.
+    let new_bytes = serialize_with(&event, &v3);
+    let old_view = read(&v3, &new_bytes, Some(&v2)).expect("v2 reads v3");
+    let old_json = to_json(&old_view, &v2).expect("json");
+    assert!(old_json.get("currency").is_none());
+    assert!(old_json.get("paymentMethod").is_none());
     assert_eq!(old_json["total"], "7.0000");
 
-    // A new consumer (reader v2) reads an old event (writer v1): placedBy takes its default.
-    let old_bytes = serialize_with(&event, &v1);
-    let new_view = read(&v1, &old_bytes, Some(&v2)).expect("v2 reads v1");
-    let read: OrderPlaced = typed(to_json(&new_view, &v2).expect("json"));
+    // A new consumer (reader v3) reads an old event (writer v2): an order of before was in USD,
+    // with no payment method.
+    let old_bytes = serialize_with(&event, &v2);
+    let new_view = read(&v2, &old_bytes, Some(&v3)).expect("v3 reads v2");
+    let read: OrderPlaced = typed(to_json(&new_view, &v3).expect("json"));
     assert_eq!(
         read,
         OrderPlaced {
-            placed_by: None,
+            currency: "USD".into(),
+            payment_method: None,
             ..event
         }
     );

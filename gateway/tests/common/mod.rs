@@ -14,8 +14,10 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// An API behind a gateway; the API's catalog sells SKU-9 at 2.50 USD.
 pub async fn stack() -> (TestApi, TestGateway) {
     let api = TestApi::spawn().await;
+    api.price(&[("SKU-9", 250, "USD", true)]).await;
     let schemas = Route {
         strip_prefix: true,
         ..Route::new(api.registry.url())
@@ -40,7 +42,7 @@ pub fn http() -> reqwest::Client {
 }
 
 pub fn order_for(customer: Uuid) -> Value {
-    json!({ "customerId": customer, "items": [{ "productId": "SKU-9", "quantity": 3, "unitPrice": "2.50" }] })
+    json!({ "customerId": customer, "items": [{ "productId": "SKU-9", "quantity": 3 }], "paymentMethod": "pm_card_visa" })
 }
 
 pub async fn problem(request: RequestBuilder, status: StatusCode) -> Value {

@@ -18,17 +18,22 @@ use oms_saga::{
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::stock::{self, Stock};
+use crate::{
+    catalog::{self, Product, ProductChange, SetProduct},
+    stock::{self, Stock},
+};
 
 #[derive(Debug)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Where the catalog's changes are written: the service's own topic.
+    pub topic: String,
 }
 
 type AppStateRef = State<Arc<AppState>>;
 
 /// Database failures answer 503 and are logged; their text never reaches a client.
-fn unavailable(e: sqlx::Error) -> Problem {
+fn unavailable(e: impl std::fmt::Display) -> Problem {
     tracing::error!(error = %e, "inventory database failed");
     Problem::unavailable("The inventory database is unavailable; retry later.")
 }
@@ -38,14 +43,18 @@ fn unavailable(e: sqlx::Error) -> Problem {
 #[openapi(
     info(
         title = "OMS inventory",
-        description = "Stock per product: what is available, reserved and sold. The saga reserves \
-                       and releases it; admins set what is available."
+        description = "The catalog (each product's name, price and whether it is for sale) and the \
+                       stock per product: what is available, reserved and sold. The saga reserves \
+                       and releases stock; admins set prices and what is available."
     ),
-    paths(list, one, set, availability),
-    components(schemas(Problem)),
+    paths(list, one, set, availability, products, product_one, set_product),
+    components(schemas(Problem, oms_saga::problem::FieldError)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "inventory", description = "Stock levels"))
+    tags(
+        (name = "inventory", description = "Stock levels"),
+        (name = "catalog", description = "Products and their prices")
+    )
 )]
 pub struct InventoryDoc;
 
@@ -55,6 +64,11 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize, tracer: oms_saga::trace:
         .route("/api/inventory", get(list))
         .route("/api/inventory/availability", post(availability))
         .route("/api/inventory/{product_id}", get(one).put(set))
+        .route("/api/products", get(products))
+        .route(
+            "/api/products/{product_id}",
+            get(product_one).put(set_product),
+        )
         .merge(oms_saga::docs::routes(InventoryDoc::openapi()));
     oms_saga::server::standard(routes, max_body_bytes, tracer).with_state(state)
 }
@@ -218,4 +232,71 @@ async fn availability(
         available: short.is_empty(),
         short,
     }))
+}
+
+/// Every product in the catalog, active or not.
+#[utoipa::path(get, path = "/api/products", tag = "catalog",
+    responses(
+        (status = 200, description = "The catalog, by product id", body = Vec<Product>),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn products(State(state): AppStateRef) -> Result<Json<Vec<Product>>, Problem> {
+    catalog::list(&state.pool)
+        .await
+        .map(Json)
+        .map_err(unavailable)
+}
+
+/// One product of the catalog.
+#[utoipa::path(get, path = "/api/products/{product_id}", tag = "catalog",
+    params(("product_id" = String, Path, description = "1 to 64 letters, digits, '-', '_' or '.'")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a product id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn product_one(
+    State(state): AppStateRef,
+    Path(product_id): Path<String>,
+) -> Result<Json<Product>, Problem> {
+    let product_id = product(&product_id)?;
+    catalog::get(&state.pool, product_id)
+        .await
+        .map_err(unavailable)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("No product {product_id}")))
+}
+
+/// Creates a product or changes its name, price or whether it is for sale (admins only). Orders
+/// already placed keep the price they were placed at; stock is set apart, under
+/// `/api/inventory/{product_id}`.
+#[utoipa::path(put, path = "/api/products/{product_id}", tag = "catalog",
+    params(("product_id" = String, Path, description = "1 to 64 letters, digits, '-', '_' or '.'")),
+    request_body = SetProduct,
+    responses(
+        (status = 200, description = "The product now", body = Product),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a product id, or invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is away", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_product(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(product_id): Path<String>,
+    Json(body): Json<SetProduct>,
+) -> Result<Json<Product>, Problem> {
+    caller.require_admin()?;
+    let product_id = product(&product_id)?;
+    let change = ProductChange::parse(body).map_err(|errors| Problem::invalid(&errors))?;
+    let mut tx = state.pool.begin().await.map_err(unavailable)?;
+    let product = catalog::set(&mut tx, &state.topic, product_id, &change)
+        .await
+        .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Json(product))
 }

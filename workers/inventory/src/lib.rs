@@ -5,9 +5,11 @@
 //! sold stock.
 //!
 //! - [`stock`]: the rules on the database.
+//! - [`catalog`]: products and their prices, each change published as `ProductPriced`.
 //! - [`saga`]: what each order event does.
 //! - [`http`]: stock levels and the availability check.
 
+pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod saga;
@@ -19,7 +21,7 @@ use std::{future::Future, sync::Arc};
 
 use oms_saga::{
     bus::TopicSpec,
-    event::{Event, StockRejected, StockReleased, StockReserved},
+    event::{Event, ProductPriced, StockRejected, StockReleased, StockReserved},
     worker,
 };
 use tokio::net::TcpListener;
@@ -29,10 +31,11 @@ pub use config::InventoryConfig;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inventory");
 
 /// The events this service writes.
-pub const EVENT_TYPES: [&str; 3] = [
+pub const EVENT_TYPES: [&str; 4] = [
     StockReserved::TYPE,
     StockRejected::TYPE,
     StockReleased::TYPE,
+    ProductPriced::TYPE,
 ];
 
 /// Registers the schemas, then consumes order events, relays its answers and serves HTTP until
@@ -52,7 +55,10 @@ pub async fn run(
         topic: config.topic.clone(),
     };
     let router = http::app(
-        Arc::new(http::AppState { pool: pool.clone() }),
+        Arc::new(http::AppState {
+            pool: pool.clone(),
+            topic: config.topic.clone(),
+        }),
         config.max_body_bytes,
         tracer.clone(),
     );

@@ -89,6 +89,8 @@ impl Saga {
             items,
             placed_at: Utc::now(),
             placed_by: None,
+            currency: "USD".into(),
+            payment_method: Some("pm_card_visa".into()),
         };
         EventRecord::new(&self.orders.topic, &placed)
     }
@@ -440,4 +442,123 @@ async fn orders_reserved_together_come_out_as_if_they_came_one_by_one() {
     ];
     expected.sort();
     assert_eq!(reservations, expected);
+}
+
+#[tokio::test]
+async fn an_admin_prices_products_in_the_catalog_and_each_change_is_published() {
+    let saga = Saga::new().await;
+    let put = |product: &str, body: Value, role: &str| {
+        saga.http
+            .put(saga.inventory.url(&format!("/api/products/{product}")))
+            .header("x-oms-role", role)
+            .header("x-oms-customer-id", Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+    };
+    let mug = json!({ "name": "Mug", "price": "12.00", "currency": "USD" });
+    let created: Value = put("SKU-MUG", mug, "admin")
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("product");
+    assert_eq!(
+        (
+            &created["priceMinor"],
+            &created["price"],
+            &created["active"],
+            &created["version"]
+        ),
+        (&json!(1200), &json!("12.00"), &json!(true), &json!(1))
+    );
+    let cheaper = json!({ "name": "Mug", "price": "9.5", "currency": "USD", "active": false });
+    let changed: Value = put("SKU-MUG", cheaper, "admin")
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("product");
+    assert_eq!(
+        (&changed["priceMinor"], &changed["version"]),
+        (&json!(950), &json!(2))
+    );
+
+    // Every bad field is named, and nothing changes.
+    for (body, field) in [
+        (
+            json!({ "name": "Mug", "price": "0", "currency": "USD" }),
+            "price",
+        ),
+        (
+            json!({ "name": "Mug", "price": "-3.00", "currency": "USD" }),
+            "price",
+        ),
+        (
+            json!({ "name": "Mug", "price": "1.999", "currency": "USD" }),
+            "price",
+        ),
+        (
+            json!({ "name": "Mug", "price": "1.5", "currency": "JPY" }),
+            "price",
+        ),
+        (
+            json!({ "name": "Mug", "price": "1.00", "currency": "XYZ" }),
+            "currency",
+        ),
+        (
+            json!({ "name": "", "price": "1.00", "currency": "USD" }),
+            "name",
+        ),
+    ] {
+        let answer = put("SKU-MUG", body, "admin").await.expect("put");
+        assert_eq!(answer.status(), 422);
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+        let problem: Value = answer.json().await.expect("problem");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let by_user = put(
+        "SKU-MUG",
+        json!({ "name": "x", "price": "1", "currency": "USD" }),
+        "user",
+    );
+    assert_eq!(by_user.await.expect("put").status(), 403);
+
+    let listed: Value = saga
+        .http
+        .get(saga.inventory.url("/api/products"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("products");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["version"], 2);
+    let missing = saga
+        .http
+        .get(saga.inventory.url("/api/products/SKU-NONE"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+
+    // The two changes reach the inventory topic, keyed by the product, in order.
+    let published = saga.answers(2).await;
+    let priced: Vec<ProductPriced> = published
+        .iter()
+        .map(|record| {
+            assert_eq!(record.key, "SKU-MUG");
+            record
+                .payload_as()
+                .expect("ProductPriced")
+                .expect("payload")
+        })
+        .collect();
+    assert_eq!(
+        priced
+            .iter()
+            .map(|p| (p.price_minor, p.active, p.version))
+            .collect::<Vec<_>>(),
+        [(1200, true, 1), (950, false, 2)]
+    );
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 #[tokio::test]
 async fn an_order_placed_through_the_api_is_reserved_and_its_cancellation_releases_the_stock() {
     let api = TestApi::spawn().await;
+    api.price(&[("A", 300, "USD", true)]).await;
     let inventory = TestInventory::spawn(api.config.bus.clone(), &api.config.topics.orders).await;
     let http = reqwest::Client::new();
     let set = http
@@ -33,7 +34,7 @@ async fn an_order_placed_through_the_api_is_reserved_and_its_cancellation_releas
 
     let order: Value = http
         .post(api.url("/api/orders"))
-        .json(&json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 2, "unitPrice": "3.00" }] }))
+        .json(&json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 2 }], "paymentMethod": "pm_card_visa" }))
         .send()
         .await
         .expect("place")

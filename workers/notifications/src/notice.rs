@@ -171,6 +171,8 @@ mod tests {
             total: "9.0000".parse().expect("total"),
             placed_at: Utc::now(),
             placed_by: None,
+            currency: "USD".into(),
+            payment_method: None,
         };
         let notice = notice(&EventRecord::new(TOPIC, &placed))
             .expect("valid")

@@ -62,6 +62,8 @@ impl Fixture {
             total: "3.00".parse().expect("total"),
             placed_at: Utc::now(),
             placed_by: None,
+            currency: "USD".into(),
+            payment_method: None,
         };
         EventRecord::new(&self.orders.topic, &placed)
     }
@@ -257,6 +259,8 @@ async fn a_batch_finds_each_customer_where_one_by_one_would_and_stops_where_it_w
             total: "0.00".parse().expect("total"),
             placed_at: Utc::now(),
             placed_by: None,
+            currency: "USD".into(),
+            payment_method: None,
         };
         (placed.order_id, EventRecord::new(topic, &placed))
     };

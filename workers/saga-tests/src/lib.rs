@@ -82,6 +82,7 @@ impl Stack {
         let gateway = TestGateway::spawn(BTreeMap::from([
             ("/api/orders".into(), upstream(api.url(""))),
             ("/api/inventory".into(), upstream(inventory.url(""))),
+            ("/api/products".into(), upstream(inventory.url(""))),
             ("/api/notifications".into(), upstream(notifications.url(""))),
             (
                 "/api/schemas".into(),
@@ -164,12 +165,50 @@ impl Stack {
         self.call(&self.alice, method, path, body).await
     }
 
+    /// Stocks `product` with `available` units. A product the order service has no price for is
+    /// first priced at 1.00 USD in the catalog.
     pub async fn set_stock(&self, product: &str, available: u32) {
+        if self.known_price(product).await.is_none() {
+            self.set_price(product, "1.00").await;
+        }
         let path = format!("/api/inventory/{product}");
         let (status, body) = self
             .as_admin(Method::PUT, &path, Some(json!({ "available": available })))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Prices `product` in USD through the catalog, as an admin does, and waits until the order
+    /// service has the new price from the catalog's event.
+    pub async fn set_price(&self, product: &str, price: &str) {
+        let (status, body) = self
+            .as_admin(
+                Method::PUT,
+                &format!("/api/products/{product}"),
+                Some(json!({ "name": product, "price": price, "currency": "USD" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let version = body["version"].as_i64().expect("version");
+        testing::eventually(
+            SETTLE,
+            &format!("the order service to price {product}"),
+            || async {
+                self.known_price(product)
+                    .await
+                    .filter(|known| *known >= version)
+            },
+        )
+        .await;
+    }
+
+    /// The catalog version of `product` the order service prices orders at, if it has one.
+    async fn known_price(&self, product: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT version FROM product_prices WHERE product_id = $1")
+            .bind(product)
+            .fetch_optional(&self.api.db.pool)
+            .await
+            .expect("read the order service's prices")
     }
 
     /// A product's stock: available, reserved, sold.
@@ -182,13 +221,13 @@ impl Stack {
         (count("available"), count("reserved"), count("sold"))
     }
 
-    /// Alice places an order for `lines` at 1.00 each; returns the answer's status and body.
+    /// Alice places an order for `lines`, paying by card; returns the answer's status and body.
     pub async fn place(&self, lines: &[(&str, u32)]) -> (StatusCode, Value) {
         let items: Vec<Value> = lines
             .iter()
-            .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity, "unitPrice": "1.00" }))
+            .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity }))
             .collect();
-        let body = json!({ "customerId": self.alice(), "items": items });
+        let body = json!({ "items": items, "paymentMethod": "pm_card_visa" });
         self.as_alice(Method::POST, "/api/orders", Some(body)).await
     }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use oms_saga_tests::Stack;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 #[tokio::test]
 async fn an_unpaid_order_is_cancelled_at_its_deadline_even_across_a_restart_and_its_stock_released()
@@ -330,4 +331,60 @@ async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_reserved_and_th
     assert_eq!(reasons.len(), 150);
     assert!(reasons.iter().all(|r| *r == "OUT_OF_STOCK"), "{reasons:?}");
     stack.assert_settled().await;
+}
+
+/// The shop's prices, end to end: an admin prices a product in the catalog, the event reaches
+/// the order service, and an order is charged that price whatever the client says; a later price
+/// change prices new orders only.
+#[tokio::test]
+async fn orders_are_bought_at_the_catalogs_price_and_keep_it() {
+    let stack = Stack::spawn().await;
+    stack.set_price("SKU-MUG", "12.00").await;
+    stack.set_stock("SKU-MUG", 10).await;
+
+    let (status, product) = stack
+        .as_alice(Method::GET, "/api/products/SKU-MUG", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{product}");
+    assert_eq!(
+        (
+            &product["priceMinor"],
+            &product["price"],
+            &product["currency"]
+        ),
+        (&json!(1200), &json!("12.00"), &json!("USD"))
+    );
+    let (status, _) = stack
+        .as_alice(
+            Method::PUT,
+            "/api/products/SKU-MUG",
+            Some(json!({ "name": "Mug", "price": "0.01", "currency": "USD" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins set prices");
+
+    // A client naming its own price is refused, and nothing is placed.
+    let cheap = json!({
+        "items": [{ "productId": "SKU-MUG", "quantity": 1, "unitPrice": "0.01" }],
+        "paymentMethod": "pm_card_visa"
+    });
+    let (status, problem) = stack
+        .as_alice(Method::POST, "/api/orders", Some(cheap))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "items[0].unitPrice");
+    let (_, listed) = stack.as_alice(Method::GET, "/api/orders", None).await;
+    assert_eq!(listed["items"], json!([]));
+
+    let bought = stack.placed(&[("SKU-MUG", 2)]).await;
+    assert_eq!(stack.order(bought).await["total"], "24.00");
+    stack.set_price("SKU-MUG", "15.00").await;
+    let later = stack.placed(&[("SKU-MUG", 1)]).await;
+    assert_eq!(stack.order(later).await["total"], "15.00");
+    let first = stack.wait_for(bought, "RESERVED").await;
+    assert_eq!(
+        (&first["total"], &first["items"][0]["unitPrice"]),
+        (&json!("24.00"), &json!("12.00")),
+        "a placed order keeps the price it was bought at"
+    );
 }

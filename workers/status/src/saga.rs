@@ -1,5 +1,6 @@
-//! The order service's side of the saga: what the inventory's answers do to an order. The state
-//! machine and the events a change writes are the order service's own (`oms_api::store`).
+//! The order service's side of the saga: what the inventory's answers do to an order, and the
+//! catalog's prices it keeps for placing orders. The state machine, the events a change writes
+//! and the price read model are the order service's own (`oms_api::store`, `oms_api::prices`).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use oms_api::{
 };
 use oms_saga::{
     consumer::{Handler, HandlerError, payload},
-    event::{Event, EventRecord, OrderStatus, StockRejected, StockReserved},
+    event::{Event, EventRecord, OrderStatus, ProductPriced, StockRejected, StockReserved},
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -74,7 +75,12 @@ impl Handler for OrderStatusWorker {
         let mut changes = Vec::with_capacity(events.len());
         // Which event asked for each change, and where it is in the batch.
         let mut asked = Vec::with_capacity(events.len());
+        let mut priced = Vec::new();
         for (i, event) in events.iter().enumerate() {
+            if event.event_type == ProductPriced::TYPE {
+                priced.push(payload::<ProductPriced>(event).map_err(|e| (i, e))?);
+                continue;
+            }
             let Some(Move {
                 order_id,
                 to,
@@ -95,6 +101,10 @@ impl Handler for OrderStatusWorker {
             });
             asked.push((i, *event));
         }
+        // Prices touch no order: they can be kept before or after the batch's moves alike.
+        oms_api::prices::apply_all(tx, &priced)
+            .await
+            .map_err(|e| (0, e.into()))?;
         let outcomes = store::change_status_all(tx, &self.orders_topic, &changes)
             .await
             .map_err(|e| (0, HandlerError::Transient(e.to_string())))?;

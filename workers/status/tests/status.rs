@@ -25,7 +25,12 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let api = TestApi::spawn().await;
-        let answers = [StockReserved::TYPE, StockRejected::TYPE];
+        api.price(&[("A", 200, "USD", true)]).await;
+        let answers = [
+            StockReserved::TYPE,
+            StockRejected::TYPE,
+            ProductPriced::TYPE,
+        ];
         let inventory = TopicWriter::new(&api.config.bus, "inventory", &answers).await;
         let status = TestStatus::spawn(&api.config, &inventory.topic, |_| {}).await;
         Self {
@@ -40,7 +45,7 @@ impl Fixture {
         let order: Value = self
             .http
             .post(self.api.url("/api/orders"))
-            .json(&json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1, "unitPrice": "2.00" }] }))
+            .json(&json!({ "customerId": Uuid::new_v4(), "items": [{ "productId": "A", "quantity": 1 }], "paymentMethod": "pm_card_visa" }))
             .send()
             .await
             .expect("place")
@@ -131,6 +136,35 @@ async fn a_reservation_makes_the_order_reserved_once_and_the_cached_read_shows_i
         ],
         "one change, caused by the answer"
     );
+}
+
+#[tokio::test]
+async fn the_catalogs_prices_reach_the_order_service_and_price_its_next_orders() {
+    let fx = Fixture::new().await;
+    let priced = |version: i64, price_minor: i64| ProductPriced {
+        product_id: "A".into(),
+        name: "A mug".into(),
+        price_minor,
+        currency: "USD".into(),
+        active: true,
+        version,
+        at: Utc::now(),
+    };
+    let before: Value = fx.order(fx.place().await).await;
+    assert_eq!(before["total"], "2.00");
+    // A newer price, then a stale one arriving late: the newer stays.
+    let newer = EventRecord::new(&fx.inventory.topic, &priced(i64::MAX - 1, 350));
+    let stale = EventRecord::new(&fx.inventory.topic, &priced(1, 1));
+    fx.inventory.publish(&[&newer, &stale]).await;
+    testing::eventually(Duration::from_secs(30), "the new price", || async {
+        let order = fx.order(fx.place().await).await;
+        (order["total"] == "3.50").then_some(())
+    })
+    .await;
+    let kept = oms_api::prices::lookup(&fx.api.db.pool, &["A"])
+        .await
+        .expect("prices");
+    assert_eq!(kept["A"].price_minor, 350);
 }
 
 #[tokio::test]
