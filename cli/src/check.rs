@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use oms_saga::event::{EventRecord, OrderStatus};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
@@ -30,6 +31,10 @@ pub struct Order {
     pub lines: BTreeMap<String, i64>,
     /// The payment deadline, while one is pending.
     pub deadline: Option<DateTime<Utc>>,
+    /// What the order says it costs.
+    pub total: Decimal,
+    /// Its lines' quantities times the unit prices they were bought at.
+    pub lines_total: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +101,27 @@ pub fn evaluate(s: &Snapshot, now: DateTime<Utc>, expected_dead_letters: usize) 
         orders_settled(s, now),
         reservations_match(s),
         events_accounted(s, expected_dead_letters),
+        totals_add_up(s),
     ]
+}
+
+fn totals_add_up(s: &Snapshot) -> Verdict {
+    let offenders = s
+        .orders
+        .iter()
+        .filter(|o| o.total != o.lines_total)
+        .map(|o| {
+            format!(
+                "{}: total {} but its lines come to {}",
+                o.id, o.total, o.lines_total
+            )
+        })
+        .collect();
+    verdict(
+        "every total is its lines at the prices bought at",
+        format!("{} orders", s.orders.len()),
+        offenders,
+    )
 }
 
 fn no_oversell(s: &Snapshot) -> Verdict {
@@ -347,10 +372,11 @@ pub async fn snapshot(
         id: Uuid,
         status: String,
         items: Json<Vec<oms_saga::event::OrderLine>>,
+        total: Decimal,
         due_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT o.id, o.status, o.items, d.due_at FROM orders o \
+        "SELECT o.id, o.status, o.items, o.total, d.due_at FROM orders o \
          LEFT JOIN payment_deadlines d ON d.order_id = o.id",
     )
     .fetch_all(&mut *orders)
@@ -362,7 +388,9 @@ pub async fn snapshot(
             .parse()
             .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
         let mut lines = BTreeMap::new();
+        let mut lines_total = Decimal::ZERO;
         for line in row.items.0 {
+            lines_total += line.unit_price * Decimal::from(line.quantity);
             *lines.entry(line.product_id).or_default() += i64::from(line.quantity);
         }
         snapshot.orders.push(Order {
@@ -370,6 +398,8 @@ pub async fn snapshot(
             status,
             lines,
             deadline: row.due_at,
+            total: row.total,
+            lines_total,
         });
     }
     let stock: Vec<(String, i32, i32, i32, i32)> =
@@ -495,6 +525,8 @@ mod tests {
             status,
             lines: lines.iter().map(|(p, q)| ((*p).to_owned(), *q)).collect(),
             deadline: None,
+            total: Decimal::new(450, 2),
+            lines_total: Decimal::new(450, 2),
         }
     }
 
@@ -580,6 +612,16 @@ mod tests {
         let settled = &verdicts[2];
         assert!(!settled.holds);
         assert_eq!(settled.offenders.len(), 2, "{:?}", settled.offenders);
+    }
+
+    #[test]
+    fn an_order_whose_total_is_not_its_lines_is_caught() {
+        let mut s = consistent();
+        s.orders[1].total = Decimal::new(1, 2);
+        assert_eq!(
+            broken(&s),
+            ["every total is its lines at the prices bought at"]
+        );
     }
 
     #[test]
