@@ -1154,14 +1154,18 @@ async fn sequential_scans(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
         .expect("scans")
 }
 
-/// Holds back every insert into `orders` until the returned transaction ends, and waits until
-/// some placement's write is held there (bounded): the placements made meanwhile queue up.
+/// Holds back every insert into `orders` until the returned transaction ends.
 async fn hold_order_writes(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut blocker = pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE orders IN SHARE MODE")
         .execute(&mut *blocker)
         .await
         .expect("lock the orders");
+    blocker
+}
+
+/// Waits (bounded) until some placement's write is held back by [`hold_order_writes`].
+async fn a_write_is_held(pool: &sqlx::PgPool) {
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND NOT granted",
@@ -1170,7 +1174,7 @@ async fn hold_order_writes(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sq
         .await
         .expect("read the locks");
         if waiting > 0 {
-            return blocker;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1201,6 +1205,8 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
     let place_at_once = |count: usize, bad: Option<usize>| {
         let store = store.clone();
         async move {
+            // Held first, so that no placement can be written before the rest are queued.
+            let held = hold_order_writes(pool).await;
             let placing: Vec<_> = (0..count)
                 .map(|i| {
                     let store = store.clone();
@@ -1208,7 +1214,7 @@ async fn orders_placed_together_commit_together_each_with_its_event_and_a_bad_on
                     tokio::spawn(async move { store.place(&new, None, &Origin::default()).await })
                 })
                 .collect();
-            let held = hold_order_writes(pool).await;
+            a_write_is_held(pool).await;
             // Every placement is queued by now: the test's runtime has one thread, and ran them
             // while it waited.
             tokio::time::sleep(Duration::from_millis(200)).await;
