@@ -13,7 +13,7 @@ use apache_avro::{
     types::Value,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use schema_registry_converter::{
     async_impl::{
@@ -348,8 +348,11 @@ impl Converter<'_> {
             (Value::String(s), _) | (Value::Enum(_, s), _) => Json::from(s.clone()),
             (Value::Uuid(u), _) => Json::from(u.to_string()),
             (Value::TimestampMillis(ms), _) => {
-                let at =
-                    DateTime::<Utc>::from_timestamp_millis(*ms).ok_or("timestamp out of range")?;
+                // RFC 3339 has four-digit years: a time outside 0000-9999 has no text that
+                // reads back, so it is as undecodable as a time outside chrono's range.
+                let at = DateTime::<Utc>::from_timestamp_millis(*ms)
+                    .filter(|at| (0..=9999).contains(&at.year()))
+                    .ok_or("timestamp out of range")?;
                 Json::from(at.to_rfc3339_opts(SecondsFormat::Millis, true))
             }
             (Value::Decimal(d), Schema::Decimal(decimal)) => {

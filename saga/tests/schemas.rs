@@ -290,3 +290,30 @@ fn order_placed_v3_is_read_by_v2_consumers_and_v3_consumers_read_v2_events() {
         }
     );
 }
+
+/// Found by fuzzing: a timestamp far outside RFC 3339's four-digit years decoded to text that
+/// could not be read back. Such a time is now refused as it is decoded.
+#[test]
+fn a_timestamp_beyond_four_digit_years_is_refused_as_it_is_decoded() {
+    let schema = schemas::latest("ProductPriced")
+        .expect("schema")
+        .parse()
+        .expect("parse");
+    let json = serde_json::to_value(ProductPriced {
+        product_id: "A".into(),
+        name: "A".into(),
+        price_minor: 1,
+        currency: "USD".into(),
+        active: true,
+        version: 1,
+        at: at(),
+    })
+    .expect("json");
+    let mut value = to_avro(&json, &schema).expect("avro");
+    if let Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "at");
+        fields.push(("at".into(), Value::TimestampMillis(-281_474_976_710_656)));
+    }
+    let error = to_json(&value, &schema).expect_err("year -6950");
+    assert!(error.contains("timestamp out of range"), "{error}");
+}
