@@ -11,6 +11,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/oms-api /src/target/release/oms-gateway \
      /src/target/release/oms-registry /src/target/release/oms-inventory \
      /src/target/release/oms-status /src/target/release/oms-notifications \
+     /src/target/release/oms-payments \
      /src/target/release/oms /usr/local/bin/
 COPY scripts/demo-config /usr/local/bin/demo-config
 # Where the gateway keeps its signing key (a volume in docker-compose.yml).

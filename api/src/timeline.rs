@@ -42,6 +42,7 @@ impl Default for TimelineConfig {
                 topics: vec![
                     event::ORDERS_TOPIC.into(),
                     event::INVENTORY_TOPIC.into(),
+                    event::PAYMENTS_TOPIC.into(),
                     event::NOTIFICATIONS_TOPIC.into(),
                 ],
                 ..ConsumerConfig::default()

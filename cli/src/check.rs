@@ -21,6 +21,8 @@ pub struct Databases {
     pub orders: Option<oms_saga::config::Secret>,
     pub inventory: Option<oms_saga::config::Secret>,
     pub notifications: Option<oms_saga::config::Secret>,
+    /// The payment step's; without it, payments are not checked.
+    pub payments: Option<oms_saga::config::Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct Snapshot {
     pub notifications: HashMap<Uuid, Vec<String>>,
     /// Dead letters per topic.
     pub dead_letters: BTreeMap<String, usize>,
+    /// Each order's payment state, as the payment step records it (when it is checked).
+    pub payments: HashMap<Uuid, String>,
 }
 
 /// One invariant's verdict.
@@ -102,7 +106,36 @@ pub fn evaluate(s: &Snapshot, now: DateTime<Utc>, expected_dead_letters: usize) 
         reservations_match(s),
         events_accounted(s, expected_dead_letters),
         totals_add_up(s),
+        no_money_held_for_cancelled_orders(s),
     ]
+}
+
+fn no_money_held_for_cancelled_orders(s: &Snapshot) -> Verdict {
+    let offenders = s
+        .orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Cancelled)
+        .filter(|o| {
+            s.payments
+                .get(&o.id)
+                .is_some_and(|state| state == "AUTHORIZED")
+        })
+        .map(|o| format!("order {}: CANCELLED, its payment still AUTHORIZED", o.id))
+        .collect();
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for state in s.payments.values() {
+        *states.entry(state).or_default() += 1;
+    }
+    let states = states
+        .iter()
+        .map(|(state, n)| format!("{state} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    verdict(
+        "no money held for a cancelled order",
+        format!("{} payments: {states}", s.payments.len()),
+        offenders,
+    )
 }
 
 fn totals_add_up(s: &Snapshot) -> Verdict {
@@ -361,6 +394,7 @@ pub async fn snapshot(
     orders: &PgPool,
     inventory: &PgPool,
     notifications: &PgPool,
+    payments: Option<&PgPool>,
 ) -> sqlx::Result<Snapshot> {
     let (mut orders, mut inventory, mut notifications) = (
         moment(orders).await?,
@@ -382,6 +416,12 @@ pub async fn snapshot(
     .fetch_all(&mut *orders)
     .await?;
     let mut snapshot = Snapshot::default();
+    if let Some(payments) = payments {
+        let states: Vec<(Uuid, String)> = sqlx::query_as("SELECT order_id, state FROM payments")
+            .fetch_all(payments)
+            .await?;
+        snapshot.payments = states.into_iter().collect();
+    }
     for row in rows {
         let status = row
             .status
@@ -575,6 +615,7 @@ mod tests {
             telling_events: vec![(placed, "PLACED")],
             notifications: HashMap::from([(placed, vec!["SENT".into()])]),
             dead_letters: BTreeMap::new(),
+            payments: HashMap::new(),
         }
     }
 
@@ -622,6 +663,16 @@ mod tests {
             broken(&s),
             ["every total is its lines at the prices bought at"]
         );
+    }
+
+    #[test]
+    fn a_cancelled_order_whose_payment_is_still_held_is_caught() {
+        let mut s = consistent();
+        let cancelled = s.orders[2].id;
+        s.payments.insert(cancelled, "VOIDED".into());
+        assert_eq!(broken(&s), Vec::<&str>::new());
+        s.payments.insert(cancelled, "AUTHORIZED".into());
+        assert_eq!(broken(&s), ["no money held for a cancelled order"]);
     }
 
     #[test]

@@ -254,9 +254,15 @@ pub async fn check(
     let orders = pool(&databases.orders, "cli.databases.orders")?;
     let inventory = pool(&databases.inventory, "cli.databases.inventory")?;
     let notifications = pool(&databases.notifications, "cli.databases.notifications")?;
+    let payments = databases
+        .payments
+        .is_some()
+        .then(|| pool(&databases.payments, "cli.databases.payments"))
+        .transpose()?;
     let deadline = std::time::Instant::now() + wait;
     let mut snapshot = loop {
-        let snapshot = check::snapshot(&orders, &inventory, &notifications).await?;
+        let snapshot =
+            check::snapshot(&orders, &inventory, &notifications, payments.as_ref()).await?;
         let broken: Vec<&str> = check::evaluate(&snapshot, chrono::Utc::now(), 0)
             .into_iter()
             .filter(|v| !v.holds)

@@ -26,6 +26,8 @@ pub struct Load {
     pub duration: Duration,
     /// The lines of every order: product and quantity.
     pub lines: Vec<(String, u32)>,
+    /// What every order is paid with: a payment method of the payment provider.
+    pub payment_method: String,
     /// Requests in flight at most; beyond it, ticks wait (and the achieved rate says so).
     pub max_in_flight: usize,
 }
@@ -82,7 +84,7 @@ pub async fn run(load: &Load) -> Result<Report, String> {
     let body = Arc::new(json!({
         "customerId": load.customer_id,
         "items": items,
-        "paymentMethod": "pm_card_visa",
+        "paymentMethod": load.payment_method,
     }));
     let slots = Arc::new(Semaphore::new(load.max_in_flight.max(1)));
     let total = (f64::from(load.rate) * load.duration.as_secs_f64()).round() as usize;

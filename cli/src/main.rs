@@ -80,6 +80,10 @@ enum Command {
         lines: Vec<(String, u32)>,
         #[arg(long, default_value_t = 256)]
         max_in_flight: usize,
+        /// What every order is paid with: a payment method id of the provider
+        /// (`pm_card_chargeCustomerFail` is declined).
+        #[arg(long, default_value = "pm_card_visa")]
+        payment_method: String,
         /// Writes the ids of the accepted orders here, one a line.
         #[arg(long)]
         ids: Option<std::path::PathBuf>,
@@ -95,7 +99,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         expect_dead_letters: usize,
         /// The topics whose dead letters are counted.
-        #[arg(long = "topic", default_values = ["orders", "inventory", "notifications"])]
+        #[arg(long = "topic", default_values = ["orders", "inventory", "payments", "notifications"])]
         topics: Vec<String>,
     },
 }
@@ -207,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             lines,
             max_in_flight,
+            payment_method,
             ids,
         } => {
             let load = oms_cli::load::Load {
@@ -218,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 duration,
                 lines,
                 max_in_flight,
+                payment_method,
             };
             let report = oms_cli::load::run(&load)
                 .await

@@ -53,6 +53,9 @@ pub const ORDERS_TOPIC: &str = "orders";
 /// The topic the inventory writes its answers to.
 pub const INVENTORY_TOPIC: &str = "inventory";
 
+/// The topic the payment step writes its outcomes to.
+pub const PAYMENTS_TOPIC: &str = "payments";
+
 /// The topic the notification service writes what it sent to.
 pub const NOTIFICATIONS_TOPIC: &str = "notifications";
 
@@ -292,14 +295,18 @@ pub fn producer_of(event_type: &str) -> &'static str {
             "inventory"
         }
         NotificationSent::TYPE => "notifications",
+        PaymentAuthorized::TYPE | PaymentDeclined::TYPE | PaymentVoided::TYPE => "payments",
         _ => "unknown",
     }
 }
 
-/// Whether an event undoes an earlier step of its saga: a cancelled order (released, and
-/// refunded if paid) and the stock released for it.
+/// Whether an event undoes an earlier step of its saga: a cancelled order, the stock released
+/// for it and its payment's authorization voided.
 pub fn is_compensation(event_type: &str) -> bool {
-    matches!(event_type, OrderCancelled::TYPE | StockReleased::TYPE)
+    matches!(
+        event_type,
+        OrderCancelled::TYPE | StockReleased::TYPE | PaymentVoided::TYPE
+    )
 }
 
 /// The trace id in a W3C `traceparent`.
@@ -316,7 +323,9 @@ pub mod cancel_reason {
     pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
     /// It was not paid before its deadline.
     pub const PAYMENT_TIMEOUT: &str = "PAYMENT_TIMEOUT";
-    pub const ALL: [&str; 2] = [OUT_OF_STOCK, PAYMENT_TIMEOUT];
+    /// The customer's card was declined.
+    pub const PAYMENT_DECLINED: &str = "PAYMENT_DECLINED";
+    pub const ALL: [&str; 3] = [OUT_OF_STOCK, PAYMENT_TIMEOUT, PAYMENT_DECLINED];
 }
 
 /// Where an order is in its life. The transitions between them are the order service's rules.
@@ -539,6 +548,59 @@ impl Event for ProductPriced {
     const TYPE: &'static str = "ProductPriced";
     fn key(&self) -> String {
         self.product_id.clone()
+    }
+}
+
+/// The order's total is authorized on the customer's card: held, to be captured when it ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentAuthorized {
+    pub order_id: Uuid,
+    /// The payment provider's PaymentIntent.
+    pub intent_id: String,
+    /// In minor units of `currency`.
+    pub amount_minor: i64,
+    pub currency: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentAuthorized {
+    const TYPE: &'static str = "PaymentAuthorized";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// The customer's card was declined: nothing is held, and the order cannot be paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDeclined {
+    pub order_id: Uuid,
+    /// The provider's reason: `card_declined`, ...
+    pub code: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentDeclined {
+    const TYPE: &'static str = "PaymentDeclined";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// A cancelled order's authorization was released: the customer's money is no longer held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentVoided {
+    pub order_id: Uuid,
+    pub intent_id: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentVoided {
+    const TYPE: &'static str = "PaymentVoided";
+    fn key(&self) -> String {
+        self.order_id.to_string()
     }
 }
 

@@ -69,6 +69,15 @@ impl Currency {
         Decimal::new(minor, self.exponent)
     }
 
+    /// `amount` in minor units, if it has no more decimals than this currency: 12.00 USD is 1200.
+    pub fn to_minor(self, amount: Decimal) -> Result<i64, String> {
+        let minor = amount * Decimal::from(10i64.pow(self.exponent));
+        if minor.fract() != Decimal::ZERO {
+            return Err(format!("{amount} has more decimals than {} has", self.code));
+        }
+        i64::try_from(minor.trunc()).map_err(|_| format!("{amount} is out of range"))
+    }
+
     /// Reads a price written as a decimal (`"12.00"`, `"12"`), into minor units. Refuses a price
     /// of zero or less, one with more decimals than the currency has, and one above
     /// [`MAX_PRICE_MINOR`].
@@ -147,6 +156,12 @@ mod tests {
                 .to_string(),
             "1200"
         );
+    }
+
+    #[test]
+    fn an_amount_becomes_minor_units_only_when_exact() {
+        assert_eq!(usd().to_minor(Decimal::new(21_0000, 4)), Ok(2100));
+        assert!(usd().to_minor(Decimal::new(1, 3)).is_err());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub static ALL: &[EventSchema] = &[
     schema!("inventory", "StockRejected", 1),
     schema!("inventory", "StockReleased", 1),
     schema!("inventory", "ProductPriced", 1),
+    schema!("payments", "PaymentAuthorized", 1),
+    schema!("payments", "PaymentDeclined", 1),
+    schema!("payments", "PaymentVoided", 1),
     schema!("notifications", "NotificationSent", 1),
 ];
 

@@ -198,6 +198,23 @@ fn every_event_type_round_trips_through_its_newest_schema() {
         version: 7,
         at: at(),
     });
+    round_trip(&PaymentAuthorized {
+        order_id,
+        intent_id: "pi_123".into(),
+        amount_minor: 2400,
+        currency: "USD".into(),
+        at: at(),
+    });
+    round_trip(&PaymentDeclined {
+        order_id,
+        code: "card_declined".into(),
+        at: at(),
+    });
+    round_trip(&PaymentVoided {
+        order_id,
+        intent_id: "pi_123".into(),
+        at: at(),
+    });
     round_trip(&NotificationSent {
         notification_id: Uuid::new_v4(),
         order_id,

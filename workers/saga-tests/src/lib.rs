@@ -320,6 +320,7 @@ impl Stack {
                 &self.api.db.pool,
                 &self.inventory.db.pool,
                 &self.notifications.db.pool,
+                None,
             )
             .await
             .expect("snapshot");

@@ -4,7 +4,7 @@ use oms_api::cache::CacheConfig;
 use oms_saga::{
     config::{BusConfig, DatabaseConfig, LogConfig},
     consumer::ConsumerConfig,
-    event::ORDERS_TOPIC,
+    event::{INVENTORY_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC},
     outbox::RelayConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ pub struct StatusConfig {
     pub cache: CacheConfig,
     pub bus: BusConfig,
     pub relay: RelayConfig,
-    /// The group, and the inventory topic it consumes.
+    /// The group, and the topics it consumes: the inventory's and the payment step's.
     pub consumer: ConsumerConfig,
     /// Where the order events it writes go, and the partition count to create that topic with
     /// if this worker starts first (the order service's `topics.partitions`).
@@ -46,7 +46,7 @@ impl Default for StatusConfig {
             relay: RelayConfig::default(),
             consumer: ConsumerConfig {
                 group: "order-status".into(),
-                topics: vec!["inventory".into()],
+                topics: vec![INVENTORY_TOPIC.into(), PAYMENTS_TOPIC.into()],
                 ..ConsumerConfig::default()
             },
             orders_topic: ORDERS_TOPIC.into(),

@@ -2,8 +2,10 @@
 //! and moves each order through the order service's own state machine: `StockReserved` makes a
 //! CREATED order RESERVED and starts its payment deadline, `StockRejected` cancels it with
 //! OUT_OF_STOCK, and a deadline that passes unpaid cancels it with PAYMENT_TIMEOUT (each
-//! cancellation writes OrderCancelled, which releases the stock). It also keeps the order
-//! service's copy of the catalog's prices from the inventory's `ProductPriced`. It writes to the order
+//! cancellation writes OrderCancelled, which releases the stock). The payment step's answers
+//! move it on: `PaymentAuthorized` makes a RESERVED order PAID, `PaymentDeclined` cancels it with
+//! PAYMENT_DECLINED. It also keeps the order service's copy of the catalog's prices from the
+//! inventory's `ProductPriced`. It writes to the order
 //! service's database and outbox, and refreshes its read cache after each commit.
 //!
 //! - [`saga`]: what each answer does.

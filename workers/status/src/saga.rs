@@ -12,13 +12,18 @@ use oms_api::{
 };
 use oms_saga::{
     consumer::{Handler, HandlerError, payload},
-    event::{Event, EventRecord, OrderStatus, ProductPriced, StockRejected, StockReserved},
+    event::{
+        Event, EventRecord, OrderStatus, PaymentAuthorized, PaymentDeclined, ProductPriced,
+        StockRejected, StockReserved,
+    },
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Why a rejected order is cancelled.
 pub const OUT_OF_STOCK: &str = oms_saga::event::cancel_reason::OUT_OF_STOCK;
+/// Why an order whose card was declined is cancelled.
+pub const PAYMENT_DECLINED: &str = oms_saga::event::cancel_reason::PAYMENT_DECLINED;
 
 #[derive(Debug)]
 pub struct OrderStatusWorker {
@@ -29,7 +34,7 @@ pub struct OrderStatusWorker {
     pub payment_timeout: std::time::Duration,
 }
 
-/// Where an inventory answer sends its order.
+/// Where an answer of the inventory or the payment step sends its order.
 #[derive(Debug, Clone, Copy)]
 struct Move {
     order_id: Uuid,
@@ -49,6 +54,16 @@ fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
             payload::<StockRejected>(event)?.order_id,
             OrderStatus::Cancelled,
             Some(OUT_OF_STOCK),
+        ),
+        PaymentAuthorized::TYPE => (
+            payload::<PaymentAuthorized>(event)?.order_id,
+            OrderStatus::Paid,
+            None,
+        ),
+        PaymentDeclined::TYPE => (
+            payload::<PaymentDeclined>(event)?.order_id,
+            OrderStatus::Cancelled,
+            Some(PAYMENT_DECLINED),
         ),
         _ => return Ok(None),
     };

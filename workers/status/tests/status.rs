@@ -17,7 +17,7 @@ use uuid::Uuid;
 struct Fixture {
     api: TestApi,
     _status: TestStatus,
-    /// Plays the inventory.
+    /// Plays the inventory and the payment step.
     inventory: TopicWriter,
     http: reqwest::Client,
 }
@@ -26,10 +26,13 @@ impl Fixture {
     async fn new() -> Self {
         let api = TestApi::spawn().await;
         api.price(&[("A", 200, "USD", true)]).await;
+        // The inventory's answers and the payment step's, on one topic the worker consumes.
         let answers = [
             StockReserved::TYPE,
             StockRejected::TYPE,
             ProductPriced::TYPE,
+            PaymentAuthorized::TYPE,
+            PaymentDeclined::TYPE,
         ];
         let inventory = TopicWriter::new(&api.config.bus, "inventory", &answers).await;
         let status = TestStatus::spawn(&api.config, &inventory.topic, |_| {}).await;
@@ -165,6 +168,55 @@ async fn the_catalogs_prices_reach_the_order_service_and_price_its_next_orders()
         .await
         .expect("prices");
     assert_eq!(kept["A"].price_minor, 350);
+}
+
+#[tokio::test]
+async fn an_authorized_payment_makes_the_reserved_order_paid() {
+    let fx = Fixture::new().await;
+    let id = fx.place().await;
+    fx.answer(&reserved(id)).await;
+    fx.wait_for_status(id, "RESERVED").await;
+    let authorized = fx
+        .answer(&PaymentAuthorized {
+            order_id: id,
+            intent_id: "pi_test".into(),
+            amount_minor: 200,
+            currency: "USD".into(),
+            at: Utc::now(),
+        })
+        .await;
+    fx.wait_for_status(id, "PAID").await;
+    let events = fx.outbox(id).await;
+    assert_eq!(
+        events.last(),
+        Some(&("OrderStatusChanged".to_owned(), Some(authorized.event_id)))
+    );
+}
+
+#[tokio::test]
+async fn a_declined_payment_cancels_the_order_and_releases_its_stock() {
+    let fx = Fixture::new().await;
+    let id = fx.place().await;
+    fx.answer(&reserved(id)).await;
+    fx.wait_for_status(id, "RESERVED").await;
+    let declined = fx
+        .answer(&PaymentDeclined {
+            order_id: id,
+            code: "card_declined".into(),
+            at: Utc::now(),
+        })
+        .await;
+    let order = fx.wait_for_status(id, "CANCELLED").await;
+    assert_eq!(order["statusReason"], "PAYMENT_DECLINED");
+    let events = fx.outbox(id).await;
+    assert_eq!(
+        events[events.len() - 2..],
+        [
+            ("OrderStatusChanged".to_owned(), Some(declined.event_id)),
+            ("OrderCancelled".to_owned(), Some(declined.event_id))
+        ],
+        "the cancellation that releases the stock"
+    );
 }
 
 #[tokio::test]
