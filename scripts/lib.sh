@@ -84,17 +84,21 @@ install_tansu() {
   rm -rf "$tmp"
 }
 
-# install_localstripe: localstripe (PyPI), a stateful fake of Stripe's REST API, in a virtualenv
-# of its own under ~/.cache/oms.
-install_localstripe() {
-  [[ -x "$OMS_LOCALSTRIPE" ]] && return 0
+# install_pypi_tool TOOL PACKAGE VERSION: a PyPI package in a virtualenv of its own, the one that
+# holds the executable TOOL (a path under ~/.cache/oms), unless TOOL is there already.
+install_pypi_tool() {
+  local tool=$1 package=$2 version=$3
+  [[ -x "$tool" ]] && return 0
   require python3
-  log "installing localstripe $LOCALSTRIPE_VERSION (PyPI)"
-  local venv; venv="$(dirname "$(dirname "$OMS_LOCALSTRIPE")")"
+  log "installing $package $version (PyPI)"
+  local venv; venv="$(dirname "$(dirname "$tool")")"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "localstripe==$LOCALSTRIPE_VERSION"
-  [[ -x "$OMS_LOCALSTRIPE" ]] || die "localstripe did not install at $OMS_LOCALSTRIPE"
+  "$venv/bin/pip" install --quiet "$package==$version"
+  [[ -x "$tool" ]] || die "$package did not install at $tool"
 }
+
+# install_localstripe: localstripe, a stateful fake of Stripe's REST API.
+install_localstripe() { install_pypi_tool "$OMS_LOCALSTRIPE" localstripe "$LOCALSTRIPE_VERSION"; }
 
 # ensure_stripe: a Stripe API on $OMS_STRIPE_PORT: localstripe, started if absent, and started
 # empty (--from-scratch: it would otherwise reload what any localstripe on this machine last
@@ -127,17 +131,8 @@ drop_databases() {
     | while read -r db; do psql "$OMS_POSTGRES_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
 
-# install_schemathesis: the API fuzzer the tests run against the services' OpenAPI documents,
-# in a virtualenv of its own under ~/.cache/oms.
-install_schemathesis() {
-  [[ -x "$OMS_SCHEMATHESIS" ]] && return 0
-  require python3
-  log "installing schemathesis $SCHEMATHESIS_VERSION (PyPI)"
-  local venv; venv="$(dirname "$(dirname "$OMS_SCHEMATHESIS")")"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
-  [[ -x "$OMS_SCHEMATHESIS" ]] || die "schemathesis did not install at $OMS_SCHEMATHESIS"
-}
+# install_schemathesis: the API fuzzer the tests run against the services' OpenAPI documents.
+install_schemathesis() { install_pypi_tool "$OMS_SCHEMATHESIS" schemathesis "$SCHEMATHESIS_VERSION"; }
 
 # install_cargo_fuzz: cargo-fuzz (crates.io), which scripts/fuzz runs the fuzz targets with.
 install_cargo_fuzz() {
