@@ -23,12 +23,20 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// CPU time so far, in ticks.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// By executable name, every process of that name summed.
-    programs: BTreeMap<String, u64>,
-    /// PostgreSQL's processes by the database they serve; the server's own under [`SERVER`].
-    databases: BTreeMap<String, u64>,
+    /// Every process's ticks so far, by pid, with its executable name and, for PostgreSQL's
+    /// processes, the database it serves ([`SERVER`] for the server's own). Kept per process,
+    /// not summed by name: a process that exits between two snapshots would otherwise take its
+    /// earlier ticks out of its program's total and make the others' time look smaller.
+    processes: BTreeMap<u32, Process>,
     machine_busy: u64,
     machine_idle: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Process {
+    program: String,
+    database: Option<String>,
+    ticks: u64,
 }
 
 impl Snapshot {
@@ -44,19 +52,24 @@ impl Snapshot {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let is_process = path
+            let Some(pid) = path
                 .file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
-            if !is_process {
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
                 continue;
-            }
+            };
             if let Some((program, ticks)) = process(&path) {
-                if program == "postgres" {
-                    let database = postgres_database(&path).unwrap_or_else(|| SERVER.into());
-                    *snapshot.databases.entry(database).or_default() += ticks;
-                }
-                *snapshot.programs.entry(program).or_default() += ticks;
+                let database = (program == "postgres")
+                    .then(|| postgres_database(&path).unwrap_or_else(|| SERVER.into()));
+                snapshot.processes.insert(
+                    pid,
+                    Process {
+                        program,
+                        database,
+                        ticks,
+                    },
+                );
             }
         }
         snapshot
@@ -67,17 +80,34 @@ impl Snapshot {
     pub fn until(&self, later: &Snapshot, orders: u64, services: &BTreeMap<String, String>) -> Cpu {
         let per_order =
             |ticks: u64| crate::per_order(ticks as f64 / TICKS_PER_SECOND * 1000.0, orders);
-        let mut programs = BTreeMap::new();
-        let mut programs_ticks = 0;
-        for (program, ticks) in spent(&self.programs, &later.programs) {
-            programs_ticks += ticks;
-            programs.insert(program.clone(), per_order(ticks));
+        let mut program_ticks: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut database_ticks: BTreeMap<&str, u64> = BTreeMap::new();
+        for (pid, process) in &later.processes {
+            // A pid taken over by another program since is a new process.
+            let before = self
+                .processes
+                .get(pid)
+                .filter(|earlier| earlier.program == process.program)
+                .map_or(0, |earlier| earlier.ticks);
+            let ticks = process.ticks.saturating_sub(before);
+            if ticks == 0 {
+                continue;
+            }
+            *program_ticks.entry(&process.program).or_default() += ticks;
+            if let Some(database) = &process.database {
+                let name = services.get(database).unwrap_or(database);
+                *database_ticks.entry(name).or_default() += ticks;
+            }
         }
-        let mut postgres_databases = BTreeMap::new();
-        for (database, ticks) in spent(&self.databases, &later.databases) {
-            let name = services.get(database).unwrap_or(database);
-            *postgres_databases.entry(name.clone()).or_default() += per_order(ticks);
-        }
+        let programs_ticks: u64 = program_ticks.values().sum();
+        let programs = program_ticks
+            .into_iter()
+            .map(|(program, ticks)| (program.to_owned(), per_order(ticks)))
+            .collect();
+        let postgres_databases = database_ticks
+            .into_iter()
+            .map(|(database, ticks)| (database.to_owned(), per_order(ticks)))
+            .collect();
         let busy = later.machine_busy.saturating_sub(self.machine_busy);
         let idle = later.machine_idle.saturating_sub(self.machine_idle);
         Cpu {
@@ -97,22 +127,6 @@ impl Snapshot {
 
 /// The ticks each name spent from `before` to `after`, for those that spent any; one that
 /// started in between counts from zero.
-fn spent<'a>(
-    before: &BTreeMap<String, u64>,
-    after: &'a BTreeMap<String, u64>,
-) -> impl Iterator<Item = (&'a String, u64)> {
-    after
-        .iter()
-        .map(|(name, &ticks)| {
-            (
-                name,
-                ticks.saturating_sub(before.get(name).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, ticks)| *ticks > 0)
-}
-
-/// CPU milliseconds a phase spent per order, by program.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cpu {
