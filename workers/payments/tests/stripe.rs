@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 fn config() -> StripeConfig {
     StripeConfig {
-        base_url: std::env::var("OMS_TEST_STRIPE_URL")
-            .unwrap_or_else(|_| "http://127.0.0.1:8420".into()),
+        base_url: oms_payments::testing::stripe_url(),
         ..StripeConfig::default()
     }
 }
