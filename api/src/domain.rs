@@ -235,7 +235,8 @@ pub struct IllegalTransition {
 ///
 /// ```text
 /// CREATED ─▶ RESERVED ─▶ PAID ─▶ SHIPPED ─▶ COMPLETED
-///    │           │         │
+///    │           │         │        │           │
+///    │           │         │        └───────────┴──▶ REFUNDED
 ///    └───────────┴─────────┴──▶ CANCELLED
 /// ```
 pub fn transition(from: OrderStatus, to: OrderStatus) -> Result<OrderStatus, IllegalTransition> {
@@ -247,6 +248,7 @@ pub fn transition(from: OrderStatus, to: OrderStatus) -> Result<OrderStatus, Ill
             | (Paid, Shipped)
             | (Shipped, Completed)
             | (Created | Reserved | Paid, Cancelled)
+            | (Shipped | Completed, Refunded)
     );
     if legal {
         Ok(to)
@@ -273,7 +275,8 @@ mod tests {
     use OrderStatus::*;
 
     #[test]
-    fn the_state_machine_allows_exactly_the_happy_path_and_cancellation_before_shipping() {
+    fn the_state_machine_allows_exactly_the_happy_path_cancellation_before_shipping_and_refunds_after()
+     {
         let legal = [
             (Created, Reserved),
             (Reserved, Paid),
@@ -282,6 +285,8 @@ mod tests {
             (Created, Cancelled),
             (Reserved, Cancelled),
             (Paid, Cancelled),
+            (Shipped, Refunded),
+            (Completed, Refunded),
         ];
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
@@ -294,8 +299,8 @@ mod tests {
     #[test]
     fn terminal_statuses_go_nowhere() {
         for to in OrderStatus::ALL {
-            assert!(transition(Completed, to).is_err());
             assert!(transition(Cancelled, to).is_err());
+            assert!(transition(Refunded, to).is_err());
         }
     }
 

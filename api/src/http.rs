@@ -26,7 +26,7 @@ use crate::{
     domain::{self, OrderRequest, OrderStatus, PlaceOrder},
     error::{Error, Result},
     prices,
-    store::{IdempotencyKey, ListQuery, Order, Origin, Store},
+    store::{Changed, IdempotencyKey, ListQuery, Order, Origin, Store},
     timeline,
 };
 use futures::StreamExt as _;
@@ -282,7 +282,7 @@ async fn get_order(
     };
     // Another customer's order is reported as missing, so ids cannot be probed.
     if caller.may_see(order.customer_id) {
-        Ok(Json(order))
+        Ok(Json(order.seen_by(caller)))
     } else {
         Err(Error::NotFound(id))
     }
@@ -411,6 +411,7 @@ async fn list_orders(
         .list(&query)
         .await
         .map_err(IntoResponse::into_response)?;
+    let items = items.into_iter().map(|o| o.seen_by(caller)).collect();
     Ok(Json(Page::of(items, limit, |o| o.id)))
 }
 
@@ -422,12 +423,17 @@ struct StatusChange {
     reason: Option<String>,
 }
 
-/// Moves an order to another status, if the state machine allows it (admins only).
+/// Moves an order to another status, if the state machine allows it (admins only). SHIPPED
+/// and REFUNDED take the payment step first: shipping a PAID order captures its payment and
+/// refunding a SHIPPED or COMPLETED one refunds the capture in full, so those answer 202 with
+/// the order where it is; it moves when the payment provider has done it (a failed capture
+/// leaves it PAID, with `paymentIssue` saying why). Follow it on the order or its timeline.
 #[utoipa::path(put, path = "/api/orders/{id}/status", tag = "orders",
     params(("id" = Uuid, Path, description = "The order's id")),
     request_body = StatusChange,
     responses(
         (status = 200, description = "The order, moved", body = Order),
+        (status = 202, description = "The capture or refund is asked of the payment step; the order, not yet moved", body = Order),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token (at the gateway)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -441,7 +447,7 @@ async fn change_status(
     RequestOrigin(origin): RequestOrigin,
     Path(id): Path<Uuid>,
     Json(change): Json<StatusChange>,
-) -> Result<Json<Order>> {
+) -> Result<(StatusCode, Json<Order>)> {
     caller
         .require_admin()
         .map_err(|_| Error::Forbidden("This action is for admins"))?;
@@ -452,9 +458,17 @@ async fn change_status(
         }])
     })?;
     let reason = domain::parse_reason(change.reason).map_err(|e| Error::Validation(vec![e]))?;
-    let order = state.store.change_status(id, to, reason, &origin).await?;
-    state.cache.put(&order).await;
-    Ok(Json(order))
+    match state
+        .store
+        .change_status_as_admin(id, to, reason, &origin)
+        .await?
+    {
+        Changed::Moved(order) => {
+            state.cache.put(&order).await;
+            Ok((StatusCode::OK, Json(order.seen_by(caller))))
+        }
+        Changed::Requested(order) => Ok((StatusCode::ACCEPTED, Json(order.seen_by(caller)))),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -29,7 +29,9 @@ use oms_saga::{
     avro::{self, AvroCodec},
     bus::{self, TopicSpec},
     consumer::Consumer,
-    event::{Event, OrderCancelled, OrderPlaced, OrderStatusChanged},
+    event::{
+        Event, OrderCancelled, OrderPlaced, OrderStatusChanged, RefundRequested, ShipmentRequested,
+    },
     outbox::Relay,
     schedule::Wake,
 };
@@ -42,11 +44,14 @@ pub use error::{Error, Result};
 /// The migrations of the `orders` database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders");
 
-/// The events this service writes to its topic.
-pub const EVENT_TYPES: [&str; 3] = [
+/// The events this service writes to its topic (the API and the status worker alike: both
+/// relay its outbox).
+pub const EVENT_TYPES: [&str; 5] = [
     OrderPlaced::TYPE,
     OrderStatusChanged::TYPE,
     OrderCancelled::TYPE,
+    ShipmentRequested::TYPE,
+    RefundRequested::TYPE,
 ];
 
 /// Registers the service's schemas, then serves the API on `listener` and runs the outbox relay,

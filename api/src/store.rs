@@ -16,7 +16,11 @@ use std::{
 
 use chrono::{DateTime, SubsecRound, Utc};
 use oms_saga::{
-    event::{EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged},
+    event::{
+        EventRecord, OrderCancelled, OrderPlaced, OrderStatusChanged, RefundRequested,
+        ShipmentRequested,
+    },
+    identity::Caller,
     outbox,
     plan::PlannedPerCall,
     schedule::Wake,
@@ -49,9 +53,27 @@ pub struct Order {
     pub payment_method: Option<String>,
     /// Why the order reached its current status, when someone said (a cancellation reason).
     pub status_reason: Option<String>,
+    /// Why the payment provider would not take the money when the order was to ship; the
+    /// order stays PAID with it until it ships or is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_issue: Option<String>,
+    /// While the customer must authenticate the payment (3-D Secure): what their browser needs
+    /// to do it. Shown to the order's owner only ([`Order::seen_by`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_client_secret: Option<String>,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// The order as `caller` may see it: the payment's client secret is its owner's alone.
+    pub fn seen_by(mut self, caller: Caller) -> Self {
+        if caller != Caller::Customer(self.customer_id) {
+            self.payment_client_secret = None;
+        }
+        self
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -64,6 +86,8 @@ struct OrderRow {
     currency: String,
     payment_method: Option<String>,
     status_reason: Option<String>,
+    payment_issue: Option<String>,
+    payment_client_secret: Option<String>,
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -86,6 +110,8 @@ impl TryFrom<OrderRow> for Order {
             currency: row.currency,
             payment_method: row.payment_method,
             status_reason: row.status_reason,
+            payment_issue: row.payment_issue,
+            payment_client_secret: row.payment_client_secret,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -94,7 +120,7 @@ impl TryFrom<OrderRow> for Order {
 }
 
 const COLUMNS: &str = "id, customer_id, status, items, total, currency, payment_method, \
-     status_reason, version, created_at, updated_at";
+     status_reason, payment_issue, payment_client_secret, version, created_at, updated_at";
 
 /// Where a change comes from, carried into its event.
 #[derive(Debug, Clone, Default)]
@@ -410,6 +436,117 @@ impl Store {
     }
 }
 
+/// What became of an admin's status change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// The order moved.
+    Moved(Order),
+    /// The move needs the payment step first (a capture to ship, a refund): it is asked for,
+    /// and the order moves when the step answers.
+    Requested(Order),
+}
+
+impl Store {
+    /// An admin's status change. Shipping a paid order captures its payment first, and
+    /// refunding a shipped or completed one refunds the capture: those write the request
+    /// (`ShipmentRequested`, `RefundRequested`) for the payment step and leave the order where it
+    /// is. An order with nothing to pay for (placed before orders named a payment method), and
+    /// every other move, moves at once.
+    pub async fn change_status_as_admin(
+        &self,
+        id: Uuid,
+        to: OrderStatus,
+        reason: Option<String>,
+        origin: &Origin,
+    ) -> Result<Changed> {
+        if !matches!(to, OrderStatus::Shipped | OrderStatus::Refunded) {
+            return self
+                .change_status(id, to, reason, origin)
+                .await
+                .map(Changed::Moved);
+        }
+        let mut tx = self.pool.begin().await?;
+        let row: Option<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let order = Order::try_from(row.ok_or(Error::NotFound(id))?)?;
+        domain::transition(order.status, to).map_err(|transition| Error::IllegalTransition {
+            order_id: id,
+            transition,
+        })?;
+        if order.payment_method.is_none() {
+            let moved =
+                change_status_in(&mut tx, &self.orders_topic, id, to, reason, origin).await?;
+            tx.commit().await?;
+            self.wake.wake();
+            return Ok(Changed::Moved(moved));
+        }
+        let correlation_id: Uuid =
+            sqlx::query_scalar("SELECT correlation_id FROM orders WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let at = Utc::now().trunc_subsecs(3);
+        let requested_by = origin.actor.clone();
+        let record = if to == OrderStatus::Shipped {
+            EventRecord::new(
+                &self.orders_topic,
+                &ShipmentRequested {
+                    order_id: id,
+                    requested_by,
+                    at,
+                },
+            )
+        } else {
+            EventRecord::new(
+                &self.orders_topic,
+                &RefundRequested {
+                    order_id: id,
+                    reason,
+                    requested_by,
+                    at,
+                },
+            )
+        };
+        let record = record
+            .correlated(correlation_id)
+            .traced(origin.traceparent.as_deref());
+        outbox::enqueue(&mut tx, &record).await?;
+        tx.commit().await?;
+        self.wake.wake();
+        Ok(Changed::Requested(order))
+    }
+}
+
+/// Keeps what the payment step said of an order on it: why a capture failed, or the client
+/// secret of a payment that waits for the customer. Only while the order is `while_in`:
+/// an answer that arrives after the order moved on has nothing left to say. Returns whether
+/// it was kept.
+pub async fn note_payment(
+    tx: &mut PgConnection,
+    id: Uuid,
+    while_in: OrderStatus,
+    issue: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<bool> {
+    let noted = sqlx::query(
+        "UPDATE orders SET payment_issue = coalesce($3, payment_issue), \
+         payment_client_secret = coalesce($4, payment_client_secret), version = version + 1, \
+         updated_at = date_trunc('milliseconds', clock_timestamp()) \
+         WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(while_in.as_str())
+    .bind(issue)
+    .bind(client_secret)
+    .execute(&mut *tx)
+    .await?;
+    Ok(noted.rows_affected() == 1)
+}
+
 /// A move of one order through the state machine, as an admin or a saga worker asks for it.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -576,7 +713,7 @@ async fn change_round(
     } else {
         sqlx::query_as(&format!(
             "UPDATE orders SET status = u.new_status, status_reason = u.new_reason, \
-             version = version + 1, updated_at = date_trunc('milliseconds', clock_timestamp()) \
+             payment_issue = NULL, payment_client_secret = NULL, version = version + 1, updated_at = date_trunc('milliseconds', clock_timestamp()) \
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(order_id, new_status, new_reason) \
              WHERE id = u.order_id RETURNING {COLUMNS}"
         ))
@@ -658,7 +795,7 @@ fn status_events(
                 .reason
                 .clone()
                 .unwrap_or_else(|| "CANCELLED".to_owned()),
-            // A paid order is refunded in full (simulated: the event is the record).
+            // What a paid order held on the customer's card, which the payment step releases.
             refund: (from == OrderStatus::Paid).then_some(order.total),
             at: order.updated_at,
         };

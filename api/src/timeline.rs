@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oms_saga::{
     consumer::{ConsumerConfig, Handler, HandlerError},
-    event::{self, Event, EventRecord, ProductPriced},
+    event::{self, Event, EventRecord, PaymentActionRequired, ProductPriced},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -81,7 +81,8 @@ pub struct Entry {
 
 /// Records every saga event it is given; a batch of them in one statement, skipping those
 /// already recorded. The catalog's `ProductPriced`, which shares the inventory's topic but is
-/// about a product rather than an order, is no part of a saga.
+/// about a product rather than an order, is no part of a saga. A payment's client secret is
+/// its order's owner's alone: the timeline, which admins read too, keeps the event without it.
 #[derive(Debug)]
 pub struct Recorder;
 
@@ -134,12 +135,24 @@ impl Handler for Recorder {
         .bind(column(events, |e| e.correlation_id))
         .bind(column(events, |e| e.causation_id))
         .bind(column(events, |e| e.traceparent.as_deref().and_then(event::trace_id)))
-        .bind(column(events, |e| &e.payload))
+        .bind(column(events, |e| redacted(e)).iter().map(|p| p.as_ref()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .map_err(|e| (0, e.into()))?;
         Ok(())
     }
+}
+
+/// What the timeline keeps of an event's payload.
+fn redacted(event: &EventRecord) -> std::borrow::Cow<'_, serde_json::Value> {
+    if event.event_type != PaymentActionRequired::TYPE {
+        return std::borrow::Cow::Borrowed(&event.payload);
+    }
+    let mut payload = event.payload.clone();
+    if let Some(fields) = payload.as_object_mut() {
+        fields.remove("clientSecret");
+    }
+    std::borrow::Cow::Owned(payload)
 }
 
 const COLUMNS: &str = "seq, event_id, event_type, topic, producer, occurred_at, correlation_id, \

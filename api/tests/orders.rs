@@ -507,6 +507,89 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     assert_eq!(client.order_count().await, 2);
 }
 
+/// Shipping a paid order and refunding a shipped one take the payment step first: the API asks
+/// (202, the order unmoved, the request in the outbox in the order's saga), and the order moves
+/// when the step answers. Moves the state machine forbids are refused as any other.
+#[tokio::test]
+async fn shipping_and_refunding_ask_the_payment_step_and_leave_the_order_until_it_answers() {
+    let client = Client::new().await;
+    let order = json_of(client.place(&order_for(Uuid::new_v4())).await).await;
+    let id = order["id"].as_str().expect("id");
+    let uuid: Uuid = id.parse().expect("uuid");
+    expect_problem(client.set_status(id, "SHIPPED").await, StatusCode::CONFLICT).await;
+    expect_problem(
+        client.set_status(id, "REFUNDED").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    for status in ["RESERVED", "PAID"] {
+        assert_eq!(client.set_status(id, status).await.status(), StatusCode::OK);
+    }
+    let refund = expect_problem(
+        client.set_status(id, "REFUNDED").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(refund["currentStatus"], "PAID");
+
+    let asked = client.set_status(id, "SHIPPED").await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let asked = json_of(asked).await;
+    assert_eq!(
+        asked["status"], "PAID",
+        "not shipped before the capture: {asked}"
+    );
+    let last = |kind: &'static str| {
+        let pool = client.api.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Value, Uuid)>(
+                "SELECT payload, correlation_id FROM outbox WHERE message_key = $1 AND event_type = $2 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(uuid.to_string())
+            .bind(kind)
+            .fetch_optional(&pool)
+            .await
+            .expect("outbox")
+        }
+    };
+    let (shipment, correlation) = last("ShipmentRequested")
+        .await
+        .expect("a ShipmentRequested");
+    assert_eq!(shipment["orderId"], id);
+    let (_, placed_correlation) = last("OrderPlaced").await.expect("OrderPlaced");
+    assert_eq!(correlation, placed_correlation, "in the order's saga");
+    assert_eq!(
+        json_of(client.get(&format!("/api/orders/{id}")).await).await["status"],
+        "PAID"
+    );
+
+    // The payment step answered (the status worker moves it, as here): now it may be refunded.
+    oms_api::store::Store::new(
+        client.api.db.pool.clone(),
+        client.api.config.topics.orders.clone(),
+    )
+    .change_status(uuid, OrderStatus::Shipped, None, &Default::default())
+    .await
+    .expect("shipped");
+    let refund = client
+        .http
+        .put(client.api.url(&format!("/api/orders/{id}/status")))
+        .json(&json!({ "status": "REFUNDED", "reason": "damaged in transit" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refund.status(), StatusCode::ACCEPTED);
+    let (asked, _) = last("RefundRequested").await.expect("a RefundRequested");
+    assert_eq!(asked["reason"], "damaged in transit");
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(uuid)
+        .fetch_one(&client.api.db.pool)
+        .await
+        .expect("status");
+    assert_eq!(status, "SHIPPED");
+}
+
 #[tokio::test]
 async fn status_changes_follow_the_state_machine_and_each_writes_its_event() {
     let client = Client::new().await;

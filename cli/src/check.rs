@@ -37,6 +37,35 @@ pub struct Order {
     pub total: Decimal,
     /// Its lines' quantities times the unit prices they were bought at.
     pub lines_total: Decimal,
+    /// Its total in minor units of its currency, when the card pays for it (orders placed
+    /// before orders named a payment method were never charged).
+    pub card_total_minor: Option<i64>,
+}
+
+/// The payment provider's own record, read through its API: what it holds, took and gave
+/// back for each order of ours.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Each order's PaymentIntents (by the order id in their metadata): id, amount captured.
+    pub intents: HashMap<Uuid, Vec<(String, i64)>>,
+    /// What was refunded of each intent.
+    pub refunded: HashMap<String, i64>,
+}
+
+impl Ledger {
+    /// What the provider kept of an order's money: captured less refunded.
+    fn kept(&self, order: Uuid) -> (usize, i64) {
+        let intents = self
+            .intents
+            .get(&order)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let kept = intents
+            .iter()
+            .map(|(id, captured)| captured - self.refunded.get(id).copied().unwrap_or(0))
+            .sum();
+        (intents.len(), kept)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +102,8 @@ pub struct Snapshot {
     pub dead_letters: BTreeMap<String, usize>,
     /// Each order's payment state, as the payment step records it (when it is checked).
     pub payments: HashMap<Uuid, String>,
+    /// The payment provider's record (when it is checked).
+    pub ledger: Option<Ledger>,
 }
 
 /// One invariant's verdict.
@@ -108,6 +139,46 @@ pub fn evaluate(s: &Snapshot, now: DateTime<Utc>, expected_dead_letters: usize) 
         totals_add_up(s),
         no_money_held_for_cancelled_orders(s),
     ]
+    .into_iter()
+    .chain(s.ledger.as_ref().map(|ledger| provider_agrees(s, ledger)))
+    .collect()
+}
+
+/// The provider's ledger against the orders: at most one PaymentIntent per order; money taken
+/// only for an order that shipped (SHIPPED or later), and all of it given back for one that was
+/// refunded or cancelled; so what the provider kept is exactly the totals of the shipped and
+/// completed orders.
+fn provider_agrees(s: &Snapshot, ledger: &Ledger) -> Verdict {
+    let mut offenders = Vec::new();
+    let (mut kept_total, mut shipped_total, mut intents) = (0i64, 0i64, 0usize);
+    for order in &s.orders {
+        let (count, kept) = ledger.kept(order.id);
+        intents += count;
+        kept_total += kept;
+        if count > 1 {
+            offenders.push(format!("order {}: {count} PaymentIntents", order.id));
+        }
+        let owed = match order.status {
+            OrderStatus::Shipped | OrderStatus::Completed => order.card_total_minor.unwrap_or(0),
+            _ => 0,
+        };
+        shipped_total += owed;
+        if kept != owed {
+            offenders.push(format!(
+                "order {}: {} but the provider kept {kept} (minor units) of it, not {owed}",
+                order.id, order.status
+            ));
+        }
+    }
+    verdict(
+        "the payment provider's ledger agrees with the orders",
+        format!(
+            "{intents} PaymentIntents for {} orders; captured less refunded {kept_total}, shipped \
+             and completed orders' totals {shipped_total} (minor units)",
+            s.orders.len()
+        ),
+        offenders,
+    )
 }
 
 fn no_money_held_for_cancelled_orders(s: &Snapshot) -> Verdict {
@@ -230,7 +301,7 @@ fn orders_settled(s: &Snapshot, now: DateTime<Utc>) -> Verdict {
     for o in &s.orders {
         *by_status.entry(o.status.as_str()).or_default() += 1;
         let waits = match o.status {
-            OrderStatus::Completed | OrderStatus::Cancelled => true,
+            OrderStatus::Completed | OrderStatus::Cancelled | OrderStatus::Refunded => true,
             // Awaiting shipment or completion: the admin's move.
             OrderStatus::Paid | OrderStatus::Shipped => true,
             // Awaiting payment, before its deadline.
@@ -407,20 +478,28 @@ pub async fn snapshot(
         status: String,
         items: Json<Vec<oms_saga::event::OrderLine>>,
         total: Decimal,
+        currency: String,
+        payment_method: Option<String>,
         due_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT o.id, o.status, o.items, o.total, d.due_at FROM orders o \
-         LEFT JOIN payment_deadlines d ON d.order_id = o.id",
+        "SELECT o.id, o.status, o.items, o.total, o.currency, o.payment_method, d.due_at \
+         FROM orders o LEFT JOIN payment_deadlines d ON d.order_id = o.id",
     )
     .fetch_all(&mut *orders)
     .await?;
     let mut snapshot = Snapshot::default();
     if let Some(payments) = payments {
+        let mut payments = moment(payments).await?;
         let states: Vec<(Uuid, String)> = sqlx::query_as("SELECT order_id, state FROM payments")
-            .fetch_all(payments)
+            .fetch_all(&mut *payments)
             .await?;
         snapshot.payments = states.into_iter().collect();
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&mut *payments)
+            .await?;
+        snapshot.unpublished.insert("payments".into(), unpublished);
+        snapshot.telling_events = telling_events(&mut payments).await?;
     }
     for row in rows {
         let status = row
@@ -433,6 +512,10 @@ pub async fn snapshot(
             lines_total += line.unit_price * Decimal::from(line.quantity);
             *lines.entry(line.product_id).or_default() += i64::from(line.quantity);
         }
+        let card_total_minor = row
+            .payment_method
+            .and_then(|_| oms_saga::money::Currency::parse(&row.currency).ok())
+            .and_then(|currency| currency.to_minor(row.total).ok());
         snapshot.orders.push(Order {
             id: row.id,
             status,
@@ -440,6 +523,7 @@ pub async fn snapshot(
             deadline: row.due_at,
             total: row.total,
             lines_total,
+            card_total_minor,
         });
     }
     let stock: Vec<(String, i32, i32, i32, i32)> =
@@ -479,7 +563,9 @@ pub async fn snapshot(
             .await?;
         snapshot.unpublished.insert(name.to_owned(), unpublished);
     }
-    snapshot.telling_events = telling_events(&mut orders).await?;
+    snapshot
+        .telling_events
+        .extend(telling_events(&mut orders).await?);
     let notices: Vec<(Uuid, String)> = sqlx::query_as("SELECT event_id, state FROM notifications")
         .fetch_all(&mut *notifications)
         .await?;
@@ -493,8 +579,8 @@ pub async fn snapshot(
     Ok(snapshot)
 }
 
-/// The order events the notification service must tell, by its own rules, read from the order
-/// service's outbox (every order event is written there).
+/// The events the notification service must tell, by its own rules, read from the outbox of the
+/// service that wrote them (every event is written there).
 async fn telling_events(
     orders: &mut sqlx::PgConnection,
 ) -> sqlx::Result<Vec<(Uuid, &'static str)>> {
@@ -536,6 +622,52 @@ async fn telling_events(
         .collect())
 }
 
+/// Reads the provider's ledger through its API, every page of its intents and refunds (at most
+/// a million of each).
+pub async fn ledger(stripe: &oms_payments::Stripe) -> Result<Ledger, oms_payments::StripeError> {
+    let mut ledger = Ledger::default();
+    let mut after: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = stripe.intents(after.as_deref()).await?;
+        for intent in &page.data {
+            let Some(order) = intent.metadata.get("order_id").and_then(|o| o.parse().ok()) else {
+                continue;
+            };
+            let captured = if intent.status == oms_payments::stripe::IntentStatus::Succeeded {
+                intent.amount
+            } else {
+                0
+            };
+            ledger
+                .intents
+                .entry(order)
+                .or_default()
+                .push((intent.id.clone(), captured));
+        }
+        after = page.data.last().map(|i| i.id.clone());
+        if !page.has_more || after.is_none() {
+            break;
+        }
+    }
+    let mut after: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = stripe.all_refunds(after.as_deref()).await?;
+        for refund in &page.data {
+            if let Some(intent) = &refund.payment_intent
+                && refund.status != "failed"
+                && refund.status != "canceled"
+            {
+                *ledger.refunded.entry(intent.clone()).or_default() += refund.amount;
+            }
+        }
+        after = page.data.last().map(|r| r.id.clone());
+        if !page.has_more || after.is_none() {
+            break;
+        }
+    }
+    Ok(ledger)
+}
+
 /// Prints the verdicts, one block each, and the overall PASS or FAIL; returns whether all hold.
 pub fn report(verdicts: &[Verdict], out: &mut impl std::io::Write) -> std::io::Result<bool> {
     for v in verdicts {
@@ -567,6 +699,7 @@ mod tests {
             deadline: None,
             total: Decimal::new(450, 2),
             lines_total: Decimal::new(450, 2),
+            card_total_minor: Some(450),
         }
     }
 
@@ -616,7 +749,21 @@ mod tests {
             notifications: HashMap::from([(placed, vec!["SENT".into()])]),
             dead_letters: BTreeMap::new(),
             payments: HashMap::new(),
+            ledger: None,
         }
+    }
+
+    /// The provider's ledger of [`consistent`]: the paid order authorized, the shipped one
+    /// captured, the cancelled one released.
+    fn ledger(s: &Snapshot) -> Ledger {
+        let mut ledger = Ledger::default();
+        for (order, captured) in s.orders.iter().zip([0, 450, 0]) {
+            ledger.intents.insert(
+                order.id,
+                vec![(format!("pi_{}", order.id.simple()), captured)],
+            );
+        }
+        ledger
     }
 
     fn broken(s: &Snapshot) -> Vec<&'static str> {
@@ -625,6 +772,62 @@ mod tests {
             .filter(|v| !v.holds)
             .map(|v| v.invariant)
             .collect()
+    }
+
+    #[test]
+    fn the_providers_ledger_must_agree_with_the_orders() {
+        let mut s = consistent();
+        s.ledger = Some(ledger(&s));
+        assert!(broken(&s).is_empty(), "{:?}", evaluate(&s, Utc::now(), 0));
+        let (paid, shipped, cancelled) = (s.orders[0].id, s.orders[1].id, s.orders[2].id);
+        let agrees = "the payment provider's ledger agrees with the orders";
+
+        // Money taken for a cancelled order, unless it is given back.
+        let mut taken = s.clone();
+        let ledger = taken.ledger.as_mut().expect("ledger");
+        ledger.intents.get_mut(&cancelled).expect("intents")[0].1 = 450;
+        assert_eq!(broken(&taken), [agrees]);
+        let refunded = format!("pi_{}", cancelled.simple());
+        taken
+            .ledger
+            .as_mut()
+            .expect("ledger")
+            .refunded
+            .insert(refunded, 450);
+        assert!(broken(&taken).is_empty());
+
+        // A capture of an order that has not shipped; a shipped order not captured.
+        let mut early = s.clone();
+        early
+            .ledger
+            .as_mut()
+            .expect("ledger")
+            .intents
+            .get_mut(&paid)
+            .expect("intents")[0]
+            .1 = 450;
+        assert_eq!(broken(&early), [agrees]);
+        let mut free = s.clone();
+        free.ledger
+            .as_mut()
+            .expect("ledger")
+            .intents
+            .get_mut(&shipped)
+            .expect("intents")[0]
+            .1 = 0;
+        assert_eq!(broken(&free), [agrees]);
+
+        // Two intents for one order.
+        let mut twice = s.clone();
+        twice
+            .ledger
+            .as_mut()
+            .expect("ledger")
+            .intents
+            .get_mut(&paid)
+            .expect("intents")
+            .push(("pi_second".into(), 0));
+        assert_eq!(broken(&twice), [agrees]);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("{0} is not set: the checker reads every service's database")]
     NotConfigured(&'static str),
+    #[error("the payment provider's API: {0}")]
+    Stripe(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,6 +51,18 @@ pub struct CliConfig {
     pub bus: oms_saga::config::BusConfig,
     /// The services' databases, for `oms check`.
     pub databases: check::Databases,
+    /// The payment provider's API, for `oms check` to compare its ledger with the orders;
+    /// without it, the ledger is not checked.
+    pub stripe: Option<oms_payments::StripeConfig>,
+}
+
+/// The invariants `snapshot` breaks now.
+fn broken(snapshot: &check::Snapshot) -> Vec<&'static str> {
+    check::evaluate(snapshot, chrono::Utc::now(), 0)
+        .into_iter()
+        .filter(|v| !v.holds)
+        .map(|v| v.invariant)
+        .collect()
 }
 
 /// One delivery as a JSON line. A body the codec cannot read is shown raw, with the reason,
@@ -259,23 +273,33 @@ pub async fn check(
         .is_some()
         .then(|| pool(&databases.payments, "cli.databases.payments"))
         .transpose()?;
+    let stripe = config
+        .stripe
+        .as_ref()
+        .map(oms_payments::Stripe::new)
+        .transpose()
+        .map_err(|e| Error::Stripe(e.to_string()))?;
     let deadline = std::time::Instant::now() + wait;
     let mut snapshot = loop {
-        let snapshot =
+        let mut snapshot =
             check::snapshot(&orders, &inventory, &notifications, payments.as_ref()).await?;
-        let broken: Vec<&str> = check::evaluate(&snapshot, chrono::Utc::now(), 0)
-            .into_iter()
-            .filter(|v| !v.holds)
-            .map(|v| v.invariant)
-            .collect();
-        if broken.is_empty() || std::time::Instant::now() >= deadline {
+        let mut failing = broken(&snapshot);
+        // The provider's ledger is read (every page of it) only once the databases agree.
+        if let Some(stripe) = stripe.as_ref().filter(|_| failing.is_empty()) {
+            let ledger = check::ledger(stripe)
+                .await
+                .map_err(|e| Error::Stripe(e.to_string()))?;
+            snapshot.ledger = Some(ledger);
+            failing = broken(&snapshot);
+        }
+        if failing.is_empty() || std::time::Instant::now() >= deadline {
             break snapshot;
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         eprintln!(
             "waiting for the saga to settle ({} left): {}",
             humantime::format_duration(Duration::from_secs(left.as_secs())),
-            broken.join(", ")
+            failing.join(", ")
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

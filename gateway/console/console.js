@@ -66,6 +66,11 @@ function time(iso) {
   });
 }
 
+/// A payment event's amount: minor units of its currency.
+function money(p) {
+  return `${p.amountMinor ?? "?"} ${p.currency ?? ""} (minor units)`;
+}
+
 /// What an event says, in a few words.
 function what(entry) {
   const p = entry.payload || {};
@@ -77,6 +82,15 @@ function what(entry) {
     case "StockRejected": return `short: ${(p.lines || []).map((l) => `${l.productId} (${l.available} of ${l.requested})`).join(", ")}`;
     case "StockReleased": return `released ${(p.items || []).map((l) => `${l.quantity}×${l.productId}`).join(", ")}`;
     case "NotificationSent": return `told ${p.kind ?? ""} by ${p.channel ?? ""}`;
+    case "PaymentAuthorized": return `${money(p)} authorized on ${p.intentId ?? ""}`;
+    case "PaymentDeclined": return `card declined (${p.code ?? ""})`;
+    case "PaymentActionRequired": return `the customer must authenticate ${p.intentId ?? ""}`;
+    case "ShipmentRequested": return `shipment asked${p.requestedBy ? ` by ${p.requestedBy}` : ""}: capture first`;
+    case "PaymentCaptured": return `${money(p)} captured`;
+    case "PaymentCaptureFailed": return `capture failed: ${p.reason ?? ""}`;
+    case "RefundRequested": return `refund asked${p.requestedBy ? ` by ${p.requestedBy}` : ""}${p.reason ? ` (${p.reason})` : ""}`;
+    case "PaymentRefunded": return `${money(p)} refunded (${p.refundId ?? ""})`;
+    case "PaymentVoided": return `authorization ${p.intentId ?? ""} released`;
     default: return "";
   }
 }
@@ -213,7 +227,8 @@ async function openOrder(id) {
   $("#order-status").textContent = order.status;
   $("#order-summary").textContent =
     `${order.items.map((l) => `${l.quantity}×${l.productId} at ${l.unitPrice}`).join(", ")}; total ${order.total} ${order.currency}` +
-    (order.statusReason ? `; ${order.statusReason}` : "");
+    (order.statusReason ? `; ${order.statusReason}` : "") +
+    (order.paymentIssue ? `; payment: ${order.paymentIssue}` : "");
   const names = new Map(timeline.map((e) => [e.eventId, e.eventType]));
   const tbody = $("#timeline tbody");
   tbody.replaceChildren();

@@ -14,7 +14,8 @@ pub struct GatewayConfig {
     pub jwt: JwtConfig,
     /// Who may log in. Empty by default: a deployment configures its own users.
     pub users: Vec<UserConfig>,
-    /// Path prefix to upstream. The longest matching prefix wins.
+    /// Path prefix to upstream. The longest matching prefix wins. Prefixes under `/api/` need
+    /// a token; those under `/webhooks/` are public (a provider's webhooks, signed).
     pub routes: BTreeMap<String, RouteConfig>,
     /// How long an upstream may take to accept a connection; a dead one fails this fast.
     #[serde(with = "humantime_serde")]
@@ -66,6 +67,10 @@ impl Default for GatewayConfig {
                 (
                     "/api/notifications".to_owned(),
                     RouteConfig::Upstream("http://127.0.0.1:8084".into()),
+                ),
+                (
+                    "/webhooks/stripe".to_owned(),
+                    RouteConfig::Upstream("http://127.0.0.1:8086".into()),
                 ),
                 (
                     "/api/schemas".to_owned(),
@@ -273,8 +278,11 @@ impl GatewayConfig {
             }
         }
         for (prefix, route) in &self.routes {
-            if !prefix.starts_with("/api/") {
-                return Err(format!("route {prefix}: prefixes start with /api/"));
+            if !prefix.starts_with("/api/") && !prefix.starts_with("/webhooks/") {
+                return Err(format!(
+                    "route {prefix}: prefixes start with /api/ (signed-in callers) or /webhooks/ \
+                     (public: the service checks the caller)"
+                ));
             }
             let route = route.resolve();
             if route.upstream.urls().is_empty() {

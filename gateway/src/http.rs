@@ -76,6 +76,7 @@ pub fn app(
         .route("/admin/audit", get(audit_log))
         .route("/api", any(forward))
         .route("/api/{*rest}", any(forward))
+        .route("/webhooks/{*rest}", post(forward_public))
         .route("/health/ready", get(ready))
         .route(oms_saga::docs::SPEC_PATH, get(spec))
         .merge(crate::console::routes())
@@ -503,7 +504,7 @@ async fn forward(
                 Ok(()) => {
                     state
                         .proxy
-                        .forward(target, request, &claims, Some(client))
+                        .forward(target, request, Some(&claims), Some(client))
                         .await
                 }
             },
@@ -514,6 +515,27 @@ async fn forward(
         state.audit.record(entry).await;
     }
     response
+}
+
+/// Forwards a public route's request (a payment provider's webhooks, which prove themselves by
+/// their signature, checked by the service) without a token, at the route's rate per address.
+async fn forward_public(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request<Body>,
+) -> Response {
+    match state.target(request.uri().path()) {
+        None => Problem::not_found("No such route").into_response(),
+        Some(target) => match target.limiter.check(&client.ip().to_string()) {
+            Err(wait) => limits::too_many("per_client", wait),
+            Ok(()) => {
+                state
+                    .proxy
+                    .forward(target, request, None, Some(client))
+                    .await
+            }
+        },
+    }
 }
 
 /// Ready when the gateway's database answers and every route has an instance that passes its

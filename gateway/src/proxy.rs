@@ -25,6 +25,9 @@ use oms_saga::{
 
 use crate::{auth::Claims, balance::Pool, limits::Limiter};
 
+/// The subject and role a public route's requests carry upstream.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// A route: where its requests go, and its own bounds.
 #[derive(Debug)]
 pub struct Target {
@@ -136,7 +139,7 @@ impl Proxy {
         &self,
         target: &Target,
         request: Request<Body>,
-        caller: &Claims,
+        caller: Option<&Claims>,
         client_addr: Option<SocketAddr>,
     ) -> Response {
         let (parts, body) = request.into_parts();
@@ -171,10 +174,20 @@ impl Proxy {
         for name in spoofed {
             headers.remove(name);
         }
-        headers.insert(SUBJECT_HEADER, value(&caller.sub));
-        headers.insert(ROLE_HEADER, HeaderValue::from_static(caller.role.as_str()));
-        if let Some(customer) = caller.customer_id {
-            headers.insert(CUSTOMER_HEADER, value(&customer.to_string()));
+        match caller {
+            Some(caller) => {
+                headers.insert(SUBJECT_HEADER, value(&caller.sub));
+                headers.insert(ROLE_HEADER, HeaderValue::from_static(caller.role.as_str()));
+                if let Some(customer) = caller.customer_id {
+                    headers.insert(CUSTOMER_HEADER, value(&customer.to_string()));
+                }
+            }
+            // A public route's caller is no one: a role no service grants anything to, so that
+            // it is never taken for a call from inside (which carries no identity at all).
+            None => {
+                headers.insert(SUBJECT_HEADER, HeaderValue::from_static(ANONYMOUS));
+                headers.insert(ROLE_HEADER, HeaderValue::from_static(ANONYMOUS));
+            }
         }
         if let Some(addr) = client_addr {
             let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

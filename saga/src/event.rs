@@ -290,22 +290,32 @@ impl Codec for JsonCodec {
 /// The service that writes events of `event_type`: each type has one owner.
 pub fn producer_of(event_type: &str) -> &'static str {
     match event_type {
-        OrderPlaced::TYPE | OrderStatusChanged::TYPE | OrderCancelled::TYPE => "orders",
+        OrderPlaced::TYPE
+        | OrderStatusChanged::TYPE
+        | OrderCancelled::TYPE
+        | ShipmentRequested::TYPE
+        | RefundRequested::TYPE => "orders",
         StockReserved::TYPE | StockRejected::TYPE | StockReleased::TYPE | ProductPriced::TYPE => {
             "inventory"
         }
         NotificationSent::TYPE => "notifications",
-        PaymentAuthorized::TYPE | PaymentDeclined::TYPE | PaymentVoided::TYPE => "payments",
+        PaymentAuthorized::TYPE
+        | PaymentDeclined::TYPE
+        | PaymentVoided::TYPE
+        | PaymentActionRequired::TYPE
+        | PaymentCaptured::TYPE
+        | PaymentCaptureFailed::TYPE
+        | PaymentRefunded::TYPE => "payments",
         _ => "unknown",
     }
 }
 
 /// Whether an event undoes an earlier step of its saga: a cancelled order, the stock released
-/// for it and its payment's authorization voided.
+/// for it, its payment's authorization voided and a capture refunded.
 pub fn is_compensation(event_type: &str) -> bool {
     matches!(
         event_type,
-        OrderCancelled::TYPE | StockReleased::TYPE | PaymentVoided::TYPE
+        OrderCancelled::TYPE | StockReleased::TYPE | PaymentVoided::TYPE | PaymentRefunded::TYPE
     )
 }
 
@@ -338,16 +348,19 @@ pub enum OrderStatus {
     Shipped,
     Completed,
     Cancelled,
+    /// Shipped or completed, then refunded in full (schema v2 of the events that carry it).
+    Refunded,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
+    pub const ALL: [OrderStatus; 7] = [
         Self::Created,
         Self::Reserved,
         Self::Paid,
         Self::Shipped,
         Self::Completed,
         Self::Cancelled,
+        Self::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -358,6 +371,7 @@ impl OrderStatus {
             Self::Shipped => "SHIPPED",
             Self::Completed => "COMPLETED",
             Self::Cancelled => "CANCELLED",
+            Self::Refunded => "REFUNDED",
         }
     }
 }
@@ -369,7 +383,7 @@ impl std::str::FromStr for OrderStatus {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown status {s:?}; expected one of CREATED, RESERVED, PAID, SHIPPED, COMPLETED, CANCELLED"))
+            .ok_or_else(|| format!("unknown status {s:?}; expected one of CREATED, RESERVED, PAID, SHIPPED, COMPLETED, CANCELLED, REFUNDED"))
     }
 }
 
@@ -599,6 +613,123 @@ pub struct PaymentVoided {
 
 impl Event for PaymentVoided {
     const TYPE: &'static str = "PaymentVoided";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// An admin asked for a paid order to ship: the payment step captures its authorization, and
+/// only then is it SHIPPED (`PaymentCaptured`), or it stays PAID (`PaymentCaptureFailed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentRequested {
+    pub order_id: Uuid,
+    /// The admin who asked.
+    pub requested_by: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for ShipmentRequested {
+    const TYPE: &'static str = "ShipmentRequested";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// An admin asked for a shipped or completed order to be refunded in full; it is REFUNDED once
+/// the payment step has refunded the capture (`PaymentRefunded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRequested {
+    pub order_id: Uuid,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for RefundRequested {
+    const TYPE: &'static str = "RefundRequested";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// The customer's bank wants them to authenticate (3-D Secure) before it authorizes; the
+/// client secret lets the order's owner do it. The order waits, RESERVED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentActionRequired {
+    pub order_id: Uuid,
+    /// Whose order it is.
+    pub customer_id: Uuid,
+    pub intent_id: String,
+    pub client_secret: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentActionRequired {
+    const TYPE: &'static str = "PaymentActionRequired";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// The authorization was captured: the money is taken, and the order ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCaptured {
+    pub order_id: Uuid,
+    pub intent_id: String,
+    /// In minor units of `currency`.
+    pub amount_minor: i64,
+    pub currency: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentCaptured {
+    const TYPE: &'static str = "PaymentCaptured";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// The provider would not capture (the authorization expired or was cancelled at the provider,
+/// the amount is wrong): nothing was taken and the order stays PAID for an admin to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCaptureFailed {
+    pub order_id: Uuid,
+    /// Whose order it is.
+    pub customer_id: Uuid,
+    pub intent_id: String,
+    /// The provider's words.
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentCaptureFailed {
+    const TYPE: &'static str = "PaymentCaptureFailed";
+    fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+}
+
+/// A capture was refunded in full: for an admin's refund, or for an order cancelled after its
+/// capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub order_id: Uuid,
+    pub intent_id: String,
+    pub refund_id: String,
+    /// In minor units of `currency`.
+    pub amount_minor: i64,
+    pub currency: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for PaymentRefunded {
+    const TYPE: &'static str = "PaymentRefunded";
     fn key(&self) -> String {
         self.order_id.to_string()
     }

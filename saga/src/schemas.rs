@@ -40,7 +40,10 @@ pub static ALL: &[EventSchema] = &[
     schema!("orders", "OrderPlaced", 2),
     schema!("orders", "OrderPlaced", 3),
     schema!("orders", "OrderStatusChanged", 1),
+    schema!("orders", "OrderStatusChanged", 2),
     schema!("orders", "OrderCancelled", 1),
+    schema!("orders", "ShipmentRequested", 1),
+    schema!("orders", "RefundRequested", 1),
     schema!("inventory", "StockReserved", 1),
     schema!("inventory", "StockRejected", 1),
     schema!("inventory", "StockReleased", 1),
@@ -48,6 +51,10 @@ pub static ALL: &[EventSchema] = &[
     schema!("payments", "PaymentAuthorized", 1),
     schema!("payments", "PaymentDeclined", 1),
     schema!("payments", "PaymentVoided", 1),
+    schema!("payments", "PaymentActionRequired", 1),
+    schema!("payments", "PaymentCaptured", 1),
+    schema!("payments", "PaymentCaptureFailed", 1),
+    schema!("payments", "PaymentRefunded", 1),
     schema!("notifications", "NotificationSent", 1),
 ];
 

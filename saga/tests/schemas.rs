@@ -215,6 +215,53 @@ fn every_event_type_round_trips_through_its_newest_schema() {
         intent_id: "pi_123".into(),
         at: at(),
     });
+    round_trip(&OrderStatusChanged {
+        order_id,
+        old_status: OrderStatus::Shipped,
+        new_status: OrderStatus::Refunded,
+        reason: Some("damaged".into()),
+        at: at(),
+    });
+    round_trip(&ShipmentRequested {
+        order_id,
+        requested_by: Some("admin".into()),
+        at: at(),
+    });
+    round_trip(&RefundRequested {
+        order_id,
+        reason: None,
+        requested_by: Some("admin".into()),
+        at: at(),
+    });
+    round_trip(&PaymentActionRequired {
+        order_id,
+        customer_id,
+        intent_id: "pi_123".into(),
+        client_secret: "pi_123_secret_abc".into(),
+        at: at(),
+    });
+    round_trip(&PaymentCaptured {
+        order_id,
+        intent_id: "pi_123".into(),
+        amount_minor: 2400,
+        currency: "EUR".into(),
+        at: at(),
+    });
+    round_trip(&PaymentCaptureFailed {
+        order_id,
+        customer_id,
+        intent_id: "pi_123".into(),
+        reason: "the authorization was canceled".into(),
+        at: at(),
+    });
+    round_trip(&PaymentRefunded {
+        order_id,
+        intent_id: "pi_123".into(),
+        refund_id: "re_123".into(),
+        amount_minor: 2400,
+        currency: "EUR".into(),
+        at: at(),
+    });
     round_trip(&NotificationSent {
         notification_id: Uuid::new_v4(),
         order_id,

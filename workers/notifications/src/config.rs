@@ -3,7 +3,7 @@ use std::{net::SocketAddr, time::Duration};
 use oms_saga::{
     config::{BusConfig, DatabaseConfig, LogConfig},
     consumer::ConsumerConfig,
-    event::ORDERS_TOPIC,
+    event::{ORDERS_TOPIC, PAYMENTS_TOPIC},
     outbox::RelayConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ impl Default for NotificationsConfig {
             relay: RelayConfig::default(),
             consumer: ConsumerConfig {
                 group: "notifications".into(),
-                topics: vec![ORDERS_TOPIC.into()],
+                topics: vec![ORDERS_TOPIC.into(), PAYMENTS_TOPIC.into()],
                 ..ConsumerConfig::default()
             },
             topic: NOTIFICATIONS_TOPIC.into(),

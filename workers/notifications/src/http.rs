@@ -78,10 +78,10 @@ async fn list(
     let customer_id = caller.scope(params.customer_id)?;
     let limit = page::limit(params.limit)?;
     let items: Vec<Notification> = sqlx::query_as(
-        "SELECT id, event_id, order_id, customer_id, kind, channel, message, state, created_at, \
-         sent_at FROM notifications \
+        "SELECT id, event_id, order_id, customer_id, kind, channel, message, audience, state, \
+         created_at, sent_at FROM notifications \
          WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::uuid IS NULL OR order_id = $2) \
-           AND ($3::uuid IS NULL OR id < $3) \
+           AND ($3::uuid IS NULL OR id < $3) AND ($5::text IS NULL OR audience = $5) \
          ORDER BY id DESC LIMIT $4",
     )
     .planned_per_call()
@@ -89,6 +89,8 @@ async fn list(
     .bind(params.order_id)
     .bind(params.after)
     .bind(limit)
+    // What the admins are told is theirs alone.
+    .bind(matches!(caller, Caller::Customer(_)).then_some("CUSTOMER"))
     .fetch_all(&state.pool)
     .await
     .map_err(|e| {

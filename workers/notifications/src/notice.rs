@@ -1,14 +1,17 @@
 //! What a customer is told about their order, and by which channel. Pure rules: no I/O.
 //!
-//! Customers hear of the steps they care about: placed, reserved, paid, shipped, and a
-//! cancellation with its reason (and refund). COMPLETED and the inventory's internals are not
-//! news to them. A cancellation is told from OrderCancelled, which carries the reason and the
-//! refund; the OrderStatusChanged to CANCELLED beside it says nothing more.
+//! Customers hear of the steps they care about: placed, reserved, paid, shipped, refunded, a
+//! payment that waits for them to authenticate, and a cancellation with its reason (and what
+//! was held for it). COMPLETED and the inventory's internals are not news to them. A
+//! cancellation is told from OrderCancelled, which carries the reason and the amount; the
+//! OrderStatusChanged to CANCELLED beside it says nothing more. The shop's admins hear of a
+//! capture that failed: the order waits for one of them, PAID.
 
 use oms_saga::{
     consumer::{HandlerError, payload},
     event::{
         Channel, Event, EventRecord, OrderCancelled, OrderPlaced, OrderStatus, OrderStatusChanged,
+        PaymentActionRequired, PaymentCaptureFailed,
     },
 };
 use uuid::Uuid;
@@ -22,6 +25,25 @@ pub struct Notice {
     pub kind: &'static str,
     pub channel: Channel,
     pub message: String,
+    pub audience: Audience,
+}
+
+/// Whom a notice is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The order's customer.
+    Customer,
+    /// The shop's admins.
+    Admins,
+}
+
+impl Audience {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Audience::Customer => "CUSTOMER",
+            Audience::Admins => "ADMINS",
+        }
+    }
 }
 
 /// What `event` tells its customer; `None` when it is not news to them.
@@ -51,6 +73,10 @@ pub fn notice(event: &EventRecord) -> Result<Option<Notice>, HandlerError> {
                 ),
                 OrderStatus::Paid => ("PAID", format!("Thank you: order {id} is paid.")),
                 OrderStatus::Shipped => ("SHIPPED", format!("Order {id} is on its way.")),
+                OrderStatus::Refunded => (
+                    "REFUNDED",
+                    format!("Order {id} is refunded in full to the card you paid with."),
+                ),
                 OrderStatus::Created | OrderStatus::Completed | OrderStatus::Cancelled => {
                     return Ok(None);
                 }
@@ -64,8 +90,8 @@ pub fn notice(event: &EventRecord) -> Result<Option<Notice>, HandlerError> {
                 short(cancelled.order_id),
                 why(&cancelled.reason)
             );
-            if let Some(refund) = cancelled.refund {
-                message.push_str(&format!(" We are refunding {refund:.2}."));
+            if let Some(held) = cancelled.refund {
+                message.push_str(&format!(" The {held:.2} held on your card is released."));
             }
             Ok(Some(told(
                 cancelled.order_id,
@@ -73,6 +99,38 @@ pub fn notice(event: &EventRecord) -> Result<Option<Notice>, HandlerError> {
                 "CANCELLED",
                 message,
             )))
+        }
+        PaymentActionRequired::TYPE => {
+            let action: PaymentActionRequired = payload(event)?;
+            let message = format!(
+                "Your bank asks you to confirm the payment for order {} before it is taken.",
+                short(action.order_id)
+            );
+            Ok(Some(told(
+                action.order_id,
+                Some(action.customer_id),
+                "PAYMENT_ACTION",
+                message,
+            )))
+        }
+        PaymentCaptureFailed::TYPE => {
+            let failed: PaymentCaptureFailed = payload(event)?;
+            let message = format!(
+                "The payment for order {} could not be captured ({}), so it has not shipped: it \
+                 stays PAID. Ship it again or cancel it.",
+                short(failed.order_id),
+                failed.reason
+            );
+            let notice = told(
+                failed.order_id,
+                Some(failed.customer_id),
+                "CAPTURE_FAILED",
+                message,
+            );
+            Ok(Some(Notice {
+                audience: Audience::Admins,
+                ..notice
+            }))
         }
         _ => Ok(None),
     }
@@ -85,6 +143,7 @@ fn told(order_id: Uuid, customer_id: Option<Uuid>, kind: &'static str, message: 
         kind,
         channel: channel(kind),
         message,
+        audience: Audience::Customer,
     }
 }
 
@@ -134,6 +193,46 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_capture_is_for_the_admins_and_an_authentication_for_the_customer() {
+        let (order_id, customer_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let failed = PaymentCaptureFailed {
+            order_id,
+            customer_id,
+            intent_id: "pi_1".into(),
+            reason: "the authorization expired".into(),
+            at: Utc::now(),
+        };
+        let told = notice(&EventRecord::new("payments", &failed))
+            .expect("valid")
+            .expect("news");
+        assert_eq!(
+            (told.kind, told.audience),
+            ("CAPTURE_FAILED", Audience::Admins)
+        );
+        assert_eq!(told.customer_id, Some(customer_id));
+        assert!(
+            told.message.contains("the authorization expired"),
+            "{}",
+            told.message
+        );
+        let action = PaymentActionRequired {
+            order_id,
+            customer_id,
+            intent_id: "pi_1".into(),
+            client_secret: "pi_1_secret_x".into(),
+            at: Utc::now(),
+        };
+        let told = notice(&EventRecord::new("payments", &action))
+            .expect("valid")
+            .expect("news");
+        assert_eq!(
+            (told.kind, told.audience),
+            ("PAYMENT_ACTION", Audience::Customer)
+        );
+        assert!(!told.message.contains("secret"), "{}", told.message);
+    }
+
+    #[test]
     fn customers_hear_of_the_steps_they_care_about_and_shipping_by_sms() {
         let told: Vec<_> = OrderStatus::ALL
             .into_iter()
@@ -152,6 +251,7 @@ mod tests {
                 Some(("SHIPPED", Channel::Sms)),
                 None,
                 None,
+                Some(("REFUNDED", Channel::Email)),
             ],
             "in the order of OrderStatus::ALL"
         );
@@ -207,7 +307,9 @@ mod tests {
             notice.message
         );
         assert!(
-            notice.message.contains("refunding 9.00"),
+            notice
+                .message
+                .contains("9.00 held on your card is released"),
             "{}",
             notice.message
         );

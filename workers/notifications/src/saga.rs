@@ -58,9 +58,9 @@ impl Handler for Notifier {
         // Each new one joins the senders' queue.
         sqlx::query(
             "WITH n AS (INSERT INTO notifications (id, event_id, order_id, customer_id, kind, \
-             channel, message, correlation_id, traceparent) \
+             channel, message, correlation_id, traceparent, audience) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
-             $6::text[], $7::text[], $8::uuid[], $9::text[]) \
+             $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
              ON CONFLICT (event_id) DO NOTHING RETURNING id) \
              INSERT INTO notifications_pending (id) SELECT id FROM n",
         )
@@ -73,6 +73,7 @@ impl Handler for Notifier {
         .bind(&rows.messages)
         .bind(&rows.correlation_ids)
         .bind(&rows.traceparents)
+        .bind(&rows.audiences)
         .execute(&mut *tx)
         .await
         .map_err(database)?;
@@ -141,6 +142,7 @@ struct Rows<'a> {
     messages: Vec<&'a str>,
     correlation_ids: Vec<Uuid>,
     traceparents: Vec<Option<&'a str>>,
+    audiences: Vec<&'static str>,
 }
 
 impl<'a> Rows<'a> {
@@ -154,6 +156,7 @@ impl<'a> Rows<'a> {
         self.messages.push(&notice.message);
         self.correlation_ids.push(event.correlation_id);
         self.traceparents.push(event.traceparent.as_deref());
+        self.audiences.push(notice.audience.as_str());
     }
 }
 

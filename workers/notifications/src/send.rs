@@ -35,6 +35,8 @@ pub struct Notification {
     pub kind: String,
     pub channel: String,
     pub message: String,
+    /// `CUSTOMER`, or `ADMINS` for what the shop's admins must look at.
+    pub audience: String,
     pub state: String,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
@@ -65,7 +67,7 @@ pub struct LogSender;
 impl Sender for LogSender {
     async fn send(&self, n: &Notification) -> Result<(), String> {
         tracing::info!(customer_id = %n.customer_id, order_id = %n.order_id, channel = %n.channel,
-            kind = %n.kind, message = %n.message, "notification sent");
+            audience = %n.audience, kind = %n.kind, message = %n.message, "notification sent");
         Ok(())
     }
 }
@@ -108,8 +110,8 @@ impl Periodic for Dispatch {
                RETURNING id) \
              UPDATE notifications SET state = 'SENDING' \
              WHERE id = ANY(ARRAY(SELECT id FROM queued)) \
-             RETURNING id, event_id, order_id, customer_id, kind, channel, message, state, \
-               created_at, sent_at, correlation_id, traceparent",
+             RETURNING id, event_id, order_id, customer_id, kind, channel, message, audience, \
+               state, created_at, sent_at, correlation_id, traceparent",
             )
             .planned_per_call()
             .bind(self.config.batch_size)

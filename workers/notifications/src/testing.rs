@@ -80,11 +80,12 @@ pub struct TestNotifications {
 impl TestNotifications {
     /// A notification service on `bus` (whose registry must be up) reacting to `orders_topic`.
     pub async fn spawn(bus: BusConfig, orders_topic: &str) -> Self {
-        Self::spawn_writing(bus, orders_topic, testing::unique("notifications")).await
+        Self::spawn_writing(bus, &[orders_topic], testing::unique("notifications")).await
     }
 
-    /// The same, writing to `topic`.
-    pub async fn spawn_writing(bus: BusConfig, orders_topic: &str, topic: String) -> Self {
+    /// A notification service reacting to `topics` (the orders', and the payments'), writing
+    /// to `topic`.
+    pub async fn spawn_writing(bus: BusConfig, topics: &[&str], topic: String) -> Self {
         let db = testing::database(&crate::MIGRATOR).await;
         let mut config = NotificationsConfig::default();
         config.database.url = oms_saga::config::Secret::new(db.url.clone());
@@ -92,7 +93,7 @@ impl TestNotifications {
         config.topic = topic;
         config.partitions = 3;
         config.consumer.group = testing::unique("notifications");
-        config.consumer.topics = vec![orders_topic.to_owned()];
+        config.consumer.topics = topics.iter().map(|t| (*t).to_owned()).collect();
         let sender = Arc::new(CountingSender::default());
         config.trace = oms_saga::testing::trace_config();
         let (run, counting) = (config.clone(), sender.clone());

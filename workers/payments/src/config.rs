@@ -8,7 +8,7 @@ use oms_saga::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::stripe::StripeConfig;
+use crate::{stripe::StripeConfig, webhook::WebhookConfig};
 
 /// The payment step's settings: the `[payments]` section, or `OMS_PAYMENTS__*`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct PaymentsConfig {
     pub partitions: i32,
     /// The payment provider.
     pub stripe: StripeConfig,
+    /// Its webhooks, and the reconciler that asks when none comes.
+    pub webhooks: WebhookConfig,
     pub log: LogConfig,
     /// Where its spans go.
     pub trace: oms_saga::trace::TraceConfig,
@@ -46,6 +48,7 @@ impl Default for PaymentsConfig {
             topic: PAYMENTS_TOPIC.into(),
             partitions: 6,
             stripe: StripeConfig::default(),
+            webhooks: WebhookConfig::default(),
             log: LogConfig::default(),
             trace: Default::default(),
         }

@@ -11,6 +11,7 @@
 //!   itself is wrong: retrying cannot help) and an unavailable provider (retry later).
 //! - [`ledger`]: what each order owes and its intent, the step's own record.
 //! - [`saga`]: what each order event does.
+//! - [`webhook`]: the provider's webhooks, and the reconciler that asks when none comes.
 
 pub mod config;
 pub mod ledger;
@@ -18,12 +19,16 @@ pub mod saga;
 pub mod stripe;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 
 use std::future::Future;
 
 use oms_saga::{
     bus::TopicSpec,
-    event::{Event, PaymentAuthorized, PaymentDeclined, PaymentVoided},
+    event::{
+        Event, PaymentActionRequired, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured,
+        PaymentDeclined, PaymentRefunded, PaymentVoided,
+    },
     worker,
 };
 use tokio::net::TcpListener;
@@ -34,14 +39,18 @@ pub use stripe::{Stripe, StripeConfig, StripeError};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/payments");
 
 /// The events this service writes.
-pub const EVENT_TYPES: [&str; 3] = [
+pub const EVENT_TYPES: [&str; 7] = [
     PaymentAuthorized::TYPE,
     PaymentDeclined::TYPE,
     PaymentVoided::TYPE,
+    PaymentActionRequired::TYPE,
+    PaymentCaptured::TYPE,
+    PaymentCaptureFailed::TYPE,
+    PaymentRefunded::TYPE,
 ];
 
-/// Registers the schemas, then consumes order events, relays its outcomes and serves health and
-/// metrics until `shutdown` resolves.
+/// Registers the schemas, then consumes order events, takes the provider's webhooks, reconciles
+/// what waits, relays its outcomes and serves health and metrics until `shutdown` resolves.
 pub async fn run(
     config: PaymentsConfig,
     listener: TcpListener,
@@ -60,7 +69,13 @@ pub async fn run(
         stripe,
         topic: config.topic.clone(),
     };
-    let router = oms_saga::server::standard(axum::Router::new(), 1024, tracer.clone());
+    let reconciler = webhook::Reconciler {
+        payments: handler.clone(),
+        every: config.webhooks.reconcile_every,
+    };
+    let webhooks = webhook::routes(handler.clone(), config.webhooks.clone());
+    // A Stripe event is a few kilobytes.
+    let router = oms_saga::server::standard(webhooks, 64 * 1024, tracer.clone());
     let worker = worker::Worker {
         pool,
         bus: &config.bus,
@@ -68,7 +83,7 @@ pub async fn run(
         relay: config.relay,
         consumer: config.consumer,
         handler,
-        periodic: Vec::new(),
+        periodic: vec![std::sync::Arc::new(reconciler)],
         tracer,
     };
     worker.serve(router, listener, shutdown).await

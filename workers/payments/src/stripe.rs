@@ -7,9 +7,12 @@
 //! Servers that ignore the header (localstripe does) make a second object instead: the step
 //! must therefore also keep its own record, and look an intent up before it makes another.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use oms_saga::config::Secret;
+use oms_saga::{
+    config::Secret,
+    retry::{Breaker, BreakerConfig},
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
@@ -24,6 +27,10 @@ pub struct StripeConfig {
     /// How long one call may take before it counts as the provider being unavailable.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// After this many unavailable answers in a row, calls fail at once for a while: the
+    /// orders wait (their events are retried with backoff) without each call waiting out its
+    /// timeout against a provider that is down.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for StripeConfig {
@@ -32,6 +39,7 @@ impl Default for StripeConfig {
             base_url: "http://127.0.0.1:8420".into(),
             secret_key: Secret::new("sk_test_oms"),
             timeout: Duration::from_secs(5),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -126,12 +134,20 @@ struct ErrorDetail {
     message: Option<String>,
 }
 
+/// A page of a list Stripe answers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
 /// A client of one Stripe account.
 #[derive(Debug, Clone)]
 pub struct Stripe {
     http: reqwest::Client,
     base_url: String,
     secret_key: Secret,
+    breaker: Arc<Breaker>,
 }
 
 impl Stripe {
@@ -144,6 +160,7 @@ impl Stripe {
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             secret_key: config.secret_key.clone(),
+            breaker: Arc::new(Breaker::new("stripe", config.breaker)),
         })
     }
 
@@ -209,9 +226,47 @@ impl Stripe {
 
     /// The intent as Stripe has it now.
     pub async fn intent(&self, intent_id: &str) -> Result<PaymentIntent, StripeError> {
+        self.get(&format!("/v1/payment_intents/{intent_id}"), &[])
+            .await
+    }
+
+    /// The refunds of an intent, newest first (at most 100: the step makes one).
+    pub async fn refunds(&self, intent_id: &str) -> Result<Vec<Refund>, StripeError> {
+        let query = [("payment_intent", intent_id), ("limit", "100")];
+        let list: List<Refund> = self.get("/v1/refunds", &query).await?;
+        Ok(list.data)
+    }
+
+    /// A page of the account's intents, after `starting_after` (an intent id): Stripe lists
+    /// the newest first, localstripe the oldest.
+    pub async fn intents(
+        &self,
+        starting_after: Option<&str>,
+    ) -> Result<List<PaymentIntent>, StripeError> {
+        let mut query = vec![("limit", "100")];
+        query.extend(starting_after.map(|id| ("starting_after", id)));
+        self.get("/v1/payment_intents", &query).await
+    }
+
+    /// A page of the account's refunds, after `starting_after` (a refund id).
+    pub async fn all_refunds(
+        &self,
+        starting_after: Option<&str>,
+    ) -> Result<List<Refund>, StripeError> {
+        let mut query = vec![("limit", "100")];
+        query.extend(starting_after.map(|id| ("starting_after", id)));
+        self.get("/v1/refunds", &query).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, StripeError> {
         let request = self
             .http
-            .get(format!("{}/v1/payment_intents/{intent_id}", self.base_url));
+            .get(format!("{}{path}", self.base_url))
+            .query(query);
         self.send(request).await
     }
 
@@ -229,7 +284,26 @@ impl Stripe {
         self.send(request).await
     }
 
+    /// Sends `request` unless the breaker is open, and tells the breaker how it went.
     async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, StripeError> {
+        if let Err(wait) = self.breaker.admit() {
+            return Err(StripeError::Unavailable(format!(
+                "the circuit is open after failures in a row; next try in {} ms",
+                wait.as_millis()
+            )));
+        }
+        let answer = self.exchange(request).await;
+        match &answer {
+            Err(StripeError::Unavailable(_)) => self.breaker.failed(),
+            _ => self.breaker.succeeded(),
+        }
+        answer
+    }
+
+    async fn exchange<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, StripeError> {

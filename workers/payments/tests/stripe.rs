@@ -55,10 +55,40 @@ async fn an_authorization_is_captured_and_then_refunded_in_full() {
         stripe.intent(&created.id).await.expect("read").status,
         IntentStatus::Succeeded
     );
+    assert!(
+        stripe
+            .refunds(&created.id)
+            .await
+            .expect("refunds")
+            .is_empty()
+    );
     let refund = stripe.refund(order, &created.id).await.expect("refund");
     assert_eq!(refund.amount, 2400);
     assert_eq!(refund.status, "succeeded");
     assert_eq!(refund.payment_intent.as_deref(), Some(created.id.as_str()));
+    let refunds = stripe.refunds(&created.id).await.expect("refunds");
+    assert_eq!(refunds, vec![refund]);
+}
+
+#[tokio::test]
+async fn every_intent_is_listed_once_a_page_at_a_time() {
+    let stripe = stripe().await;
+    let (_, first) = intent(&stripe, "pm_card_visa").await;
+    let (_, second) = intent(&stripe, "pm_card_visa").await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = stripe.intents(after.as_deref()).await.expect("a page");
+        assert!(page.data.len() <= 100);
+        seen.extend(page.data.iter().map(|i| i.id.clone()));
+        after = page.data.last().map(|i| i.id.clone());
+        if !page.has_more {
+            break;
+        }
+    }
+    for made in [&first.id, &second.id] {
+        assert_eq!(seen.iter().filter(|id| *id == made).count(), 1, "{made}");
+    }
 }
 
 #[tokio::test]
@@ -80,26 +110,8 @@ async fn a_declined_card_is_a_decline_and_its_intent_holds_no_money() {
 #[tokio::test]
 async fn a_3d_secure_card_waits_for_the_customer_and_can_be_let_go() {
     let stripe = stripe().await;
-    let config = config();
-    // A PaymentMethod of Stripe's test card that always asks for 3-D Secure.
-    let method: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/payment_methods", config.base_url))
-        .bearer_auth(config.secret_key.expose())
-        .form(&[
-            ("type", "card"),
-            ("card[number]", "4000002500003155"),
-            ("card[exp_month]", "12"),
-            ("card[exp_year]", "2040"),
-            ("card[cvc]", "123"),
-        ])
-        .send()
-        .await
-        .expect("a payment method")
-        .json()
-        .await
-        .expect("json");
-    let method = method["id"].as_str().expect("its id");
-    let (order, created) = intent(&stripe, method).await;
+    let method = oms_payments::testing::three_d_secure_method().await;
+    let (order, created) = intent(&stripe, &method).await;
     let waiting = stripe.confirm(order, &created.id).await.expect("confirm");
     assert_eq!(waiting.status, IntentStatus::RequiresAction);
     assert!(
@@ -147,4 +159,29 @@ async fn a_bad_key_is_refused_and_an_unreachable_provider_is_unavailable() {
             .await,
         Err(StripeError::Unavailable(_))
     ));
+}
+
+/// Behind the breaker, a provider that keeps failing is not asked again for a while: the
+/// calls fail at once, saying so.
+#[tokio::test]
+async fn failures_in_a_row_open_the_circuit_and_calls_then_fail_without_being_sent() {
+    let away = Stripe::new(&StripeConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        breaker: oms_saga::retry::BreakerConfig {
+            failures: 3,
+            open_for: std::time::Duration::from_secs(600),
+        },
+        ..config()
+    })
+    .expect("client");
+    for _ in 0..3 {
+        match away.intent("pi_any").await {
+            Err(StripeError::Unavailable(why)) => assert!(!why.contains("circuit"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    match away.intent("pi_any").await {
+        Err(StripeError::Unavailable(why)) => assert!(why.contains("circuit is open"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

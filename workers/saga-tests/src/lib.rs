@@ -1,5 +1,6 @@
-//! The whole saga in one test process: registry, order API, inventory, status worker,
-//! notification service and gateway, each a real service on its own port, with its own database, on the shared broker.
+//! The whole saga in one test process: registry, order API, inventory, status worker, payment
+//! step (on the Stripe API of localstripe), notification service and gateway, each a real
+//! service on its own port, with its own database, on the shared broker.
 //! Tests drive it as a client would, through the gateway, and stop and restart services to play
 //! outages.
 
@@ -14,11 +15,15 @@ use oms_gateway::{
 };
 use oms_inventory::testing::TestInventory;
 use oms_notifications::testing::TestNotifications;
+use oms_payments::testing::TestPayments;
 use oms_saga::testing;
 use oms_status::{StatusConfig, testing::TestStatus};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// The secret the stack's payment step checks its webhooks' signatures with.
+pub const WEBHOOK_SECRET: &str = "whsec_saga_tests";
 
 /// How long the saga may take to settle before a test gives up.
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -28,6 +33,7 @@ pub struct Stack {
     pub api: TestApi,
     pub inventory: TestInventory,
     pub status: TestStatus,
+    pub payments: TestPayments,
     pub notifications: TestNotifications,
     pub gateway: TestGateway,
     pub admin: String,
@@ -53,14 +59,15 @@ impl Stack {
         let inventory_url = format!("http://{}", inventory_listener.local_addr().expect("addr"));
         // The order service's timeline reads every service's topic, so it names them first.
         let inventory_topic = testing::unique("inventory");
+        let payments_topic = testing::unique("payments");
         let notifications_topic = testing::unique("notifications");
         let api = TestApi::spawn_with(bus, |config| {
             config.availability.inventory_url = Some(inventory_url);
-            config
-                .timeline
-                .consumer
-                .topics
-                .extend([inventory_topic.clone(), notifications_topic.clone()]);
+            config.timeline.consumer.topics.extend([
+                inventory_topic.clone(),
+                payments_topic.clone(),
+                notifications_topic.clone(),
+            ]);
             api(config);
         })
         .await;
@@ -71,10 +78,23 @@ impl Stack {
             inventory_topic,
         )
         .await;
-        let status = TestStatus::spawn(&api.config, &inventory.config.topic, status).await;
-        let notifications = TestNotifications::spawn_writing(
+        let payments = TestPayments::spawn_with(
             api.config.bus.clone(),
             &api.config.topics.orders,
+            |config| {
+                config.topic = payments_topic.clone();
+                config.webhooks.secret = Some(oms_saga::config::Secret::new(WEBHOOK_SECRET));
+            },
+        )
+        .await;
+        let status = TestStatus::spawn(&api.config, &inventory.config.topic, |config| {
+            config.consumer.topics.push(payments_topic.clone());
+            status(config);
+        })
+        .await;
+        let notifications = TestNotifications::spawn_writing(
+            api.config.bus.clone(),
+            &[&api.config.topics.orders, &payments_topic],
             notifications_topic,
         )
         .await;
@@ -84,6 +104,10 @@ impl Stack {
             ("/api/inventory".into(), upstream(inventory.url(""))),
             ("/api/products".into(), upstream(inventory.url(""))),
             ("/api/notifications".into(), upstream(notifications.url(""))),
+            (
+                "/webhooks/stripe".into(),
+                upstream(payments.service.url("")),
+            ),
             (
                 "/api/schemas".into(),
                 RouteConfig::Route(Route {
@@ -99,6 +123,7 @@ impl Stack {
             api,
             inventory,
             status,
+            payments,
             notifications,
             gateway,
             admin,
@@ -223,11 +248,20 @@ impl Stack {
 
     /// Alice places an order for `lines`, paying by card; returns the answer's status and body.
     pub async fn place(&self, lines: &[(&str, u32)]) -> (StatusCode, Value) {
+        self.place_paying(lines, "pm_card_visa").await
+    }
+
+    /// Places an order paid with `payment_method`.
+    pub async fn place_paying(
+        &self,
+        lines: &[(&str, u32)],
+        payment_method: &str,
+    ) -> (StatusCode, Value) {
         let items: Vec<Value> = lines
             .iter()
             .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity }))
             .collect();
-        let body = json!({ "items": items, "paymentMethod": "pm_card_visa" });
+        let body = json!({ "items": items, "paymentMethod": payment_method });
         self.as_alice(Method::POST, "/api/orders", Some(body)).await
     }
 
@@ -258,7 +292,8 @@ impl Stack {
         .await
     }
 
-    /// The admin moves an order on.
+    /// The admin moves an order on, and waits until it is there: shipping and refunding take
+    /// the payment step first (202).
     pub async fn move_to(&self, id: Uuid, status: &str) -> Value {
         let (code, body) = self
             .as_admin(
@@ -267,8 +302,12 @@ impl Stack {
                 Some(json!({ "status": status })),
             )
             .await;
-        assert_eq!(code, StatusCode::OK, "moving {id} to {status}: {body}");
-        body
+        match (code, status) {
+            (StatusCode::OK, _) => assert_eq!(body["status"], status, "{body}"),
+            (StatusCode::ACCEPTED, "SHIPPED" | "REFUNDED") => {}
+            _ => panic!("moving {id} to {status}: {code} {body}"),
+        }
+        self.wait_for(id, status).await
     }
 
     /// Waits until alice has been told `kinds` about order `id`, in that order; returns the
@@ -320,7 +359,7 @@ impl Stack {
                 &self.api.db.pool,
                 &self.inventory.db.pool,
                 &self.notifications.db.pool,
-                None,
+                Some(&self.payments.db.pool),
             )
             .await
             .expect("snapshot");
@@ -345,6 +384,21 @@ impl Stack {
         testing::eventually(SETTLE, &format!("{product} to be {expected:?}"), || async {
             (self.stock(product).await == expected).then_some(())
         })
+        .await
+    }
+
+    /// Waits until the payment step has the order's payment in `state`; returns it then.
+    pub async fn wait_for_payment(&self, id: Uuid, state: &str) -> oms_payments::ledger::Payment {
+        testing::eventually(
+            SETTLE,
+            &format!("order {id}'s payment to be {state}"),
+            || async {
+                oms_payments::ledger::get(&self.payments.db.pool, id)
+                    .await
+                    .expect("read the payments")
+                    .filter(|payment| payment.state == state)
+            },
+        )
         .await
     }
 }

@@ -102,12 +102,19 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
     assert_routed(&stack.inventory.url(""), &inventory).await;
     let notifications = spec(stack.notifications.service.url("/api-docs/openapi.json")).await;
     assert_routed(&stack.notifications.service.url(""), &notifications).await;
+    let payments = spec(stack.payments.service.url("/api-docs/openapi.json")).await;
+    assert_eq!(
+        operations(&payments),
+        owned(&[("POST", "/webhooks/stripe")])
+    );
+    assert_routed(&stack.payments.service.url(""), &payments).await;
 
     // The gateway's document: its login, and every upstream's operations under its routes.
     let combined = spec(stack.gateway.url("/api-docs/openapi.json")).await;
     let mut expected = operations(&api);
     expected.extend(operations(&inventory));
     expected.extend(operations(&notifications));
+    expected.extend(operations(&payments));
     expected.extend(owned(&[
         ("POST", "/auth/login"),
         ("POST", "/auth/refresh"),
@@ -126,6 +133,11 @@ async fn the_documents_describe_what_is_served_and_the_gateway_combines_them() {
         combined["paths"]["/auth/login"]["post"]["security"],
         serde_json::json!([{}]),
         "logging in needs no token"
+    );
+    assert_eq!(
+        combined["paths"]["/webhooks/stripe"]["post"]["security"],
+        serde_json::json!([{}]),
+        "the provider's webhooks carry no token"
     );
     // Errors are documented as problem+json.
     assert!(

@@ -49,20 +49,21 @@ async fn prometheus_scrapes_every_service_and_sees_the_sagas_end() {
         stack.inventory.service.addr,
         stack.status.service.addr,
         stack.notifications.service.addr,
+        stack.payments.service.addr,
     ]);
     let prometheus = format!("http://{}", prometheus.addr);
 
     stack.set_stock("metered-widget", 1).await;
     let completed = stack.placed(&[("metered-widget", 1)]).await;
-    stack.wait_for(completed, "RESERVED").await;
+    stack.wait_for(completed, "PAID").await;
     let rejected = stack.placed(&[("metered-widget", 1)]).await;
     stack.wait_for(rejected, "CANCELLED").await;
-    for status in ["PAID", "SHIPPED", "COMPLETED"] {
+    for status in ["SHIPPED", "COMPLETED"] {
         stack.move_to(completed, status).await;
     }
 
     // Every service is a target that answers.
-    wait_for_value(&prometheus, "count(up == 1)", 5.0).await;
+    wait_for_value(&prometheus, "count(up == 1)", 6.0).await;
     // The sagas' ends, by outcome and reason, and the orders per status.
     wait_for_value(
         &prometheus,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use oms_payments::testing::{authenticate, three_d_secure_method};
 use oms_saga_tests::Stack;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -19,11 +20,18 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_even_across_a_restart_and_
     .await;
     stack.set_stock("SKU-LATE", 10).await;
     stack.set_stock("SKU-PAID", 10).await;
-    let unpaid = stack.placed(&[("SKU-LATE", 4)]).await;
+    // A card whose bank asks the customer to authenticate, which they never do.
+    let (status, body) = stack
+        .place_paying(&[("SKU-LATE", 4)], &three_d_secure_method().await)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let unpaid = body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
     let paid = stack.placed(&[("SKU-PAID", 2)]).await;
     stack.wait_for(unpaid, "RESERVED").await;
-    stack.wait_for(paid, "RESERVED").await;
-    stack.move_to(paid, "PAID").await;
+    stack.wait_for(paid, "PAID").await;
     stack.wait_for_stock("SKU-LATE", (6, 4, 0)).await;
 
     // The worker that started the clocks goes away before they run out; the deadlines wait in
@@ -45,6 +53,8 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_even_across_a_restart_and_
     let cancelled = stack.wait_for(unpaid, "CANCELLED").await;
     assert_eq!(cancelled["statusReason"], "PAYMENT_TIMEOUT");
     stack.wait_for_stock("SKU-LATE", (10, 0, 0)).await;
+    // Its authorization, which never completed, is released at the provider.
+    stack.wait_for_payment(unpaid, "VOIDED").await;
     // The paid order's deadline ends without effect.
     testing_wait_no_deadlines(&stack).await;
     assert_eq!(stack.order(paid).await["status"], "PAID");
@@ -78,22 +88,24 @@ async fn an_order_is_reserved_paid_and_shipped_with_its_customer_told_of_each_st
     let stack = Stack::spawn().await;
     stack.set_stock("SKU-HAPPY", 5).await;
     let id = stack.placed(&[("SKU-HAPPY", 2)]).await;
-    stack.wait_for(id, "RESERVED").await;
+    stack.wait_for(id, "PAID").await;
     stack.wait_for_stock("SKU-HAPPY", (3, 2, 0)).await;
-    stack.move_to(id, "PAID").await;
-    let shipped = stack.move_to(id, "SHIPPED").await;
-    assert_eq!(shipped["status"], "SHIPPED");
+    stack.wait_for_payment(id, "AUTHORIZED").await;
+    stack.move_to(id, "SHIPPED").await;
+    stack.wait_for_payment(id, "CAPTURED").await;
     stack.wait_for_stock("SKU-HAPPY", (3, 0, 2)).await;
+    stack.move_to(id, "REFUNDED").await;
+    stack.wait_for_payment(id, "REFUNDED").await;
 
     let notices = stack
-        .wait_for_notices(id, &["PLACED", "RESERVED", "PAID", "SHIPPED"])
+        .wait_for_notices(id, &["PLACED", "RESERVED", "PAID", "SHIPPED", "REFUNDED"])
         .await;
     let channels: Vec<&str> = notices
         .iter()
         .rev()
         .filter_map(|n| n["channel"].as_str())
         .collect();
-    assert_eq!(channels, ["EMAIL", "EMAIL", "EMAIL", "SMS"]);
+    assert_eq!(channels, ["EMAIL", "EMAIL", "EMAIL", "SMS", "EMAIL"]);
     for notice in &notices {
         let event_id = notice["eventId"]
             .as_str()
@@ -134,7 +146,7 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
     // One order told in full first, so the service has joined its group before it goes away.
     let before = stack.placed(&[("SKU-QUIET", 1)]).await;
     stack
-        .wait_for_notices(before, &["PLACED", "RESERVED"])
+        .wait_for_notices(before, &["PLACED", "RESERVED", "PAID"])
         .await;
     stack.notifications.service.stop().await;
 
@@ -144,8 +156,7 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
     }
     let rejected = stack.placed(&[("SKU-QUIET", 50)]).await;
     for id in &orders {
-        stack.wait_for(*id, "RESERVED").await;
-        stack.move_to(*id, "PAID").await;
+        stack.wait_for(*id, "PAID").await;
     }
     let cancelled = stack.wait_for(rejected, "CANCELLED").await;
     assert_eq!(cancelled["statusReason"], "OUT_OF_STOCK");
@@ -153,7 +164,7 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
         .fetch_one(&stack.notifications.db.pool)
         .await
         .expect("count");
-    assert_eq!(told, 2, "nothing is told while the service is down");
+    assert_eq!(told, 3, "nothing is told while the service is down");
 
     stack.notifications.service.restart().await;
     for id in &orders {
@@ -172,7 +183,7 @@ async fn orders_progress_while_notifications_are_down_and_are_told_exactly_once_
         notices[0]
     );
     let counts = stack.notifications.sender.counts();
-    assert_eq!(counts.len(), 2 + 3 * 3 + 2, "one message per telling event");
+    assert_eq!(counts.len(), 3 + 3 * 3 + 2, "one message per telling event");
     assert!(counts.iter().all(|&c| c == 1), "each sent once: {counts:?}");
     stack.assert_settled().await;
 }
@@ -199,7 +210,7 @@ async fn with_the_inventory_down_the_breaker_opens_orders_are_accepted_unchecked
     assert_eq!(status, StatusCode::CREATED, "{checked}");
     assert_eq!(checked["availability"]["checked"], true);
     let first = checked["id"].as_str().expect("id").parse().expect("uuid");
-    stack.wait_for(first, "RESERVED").await;
+    stack.wait_for(first, "PAID").await;
     let mut orders = vec![first];
 
     stack.inventory.service.stop().await;
@@ -257,7 +268,7 @@ async fn with_the_inventory_down_the_breaker_opens_orders_are_accepted_unchecked
 
     stack.inventory.service.restart().await;
     for id in &orders {
-        stack.wait_for(*id, "RESERVED").await;
+        stack.wait_for(*id, "PAID").await;
     }
     stack.wait_for_stock("SKU-DOWN", (5, 5, 0)).await;
     stack.assert_settled().await;
@@ -269,14 +280,14 @@ async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_or
     stack.inventory.service.another_instance().await;
     stack.status.service.another_instance().await;
     stack.notifications.service.another_instance().await;
+    stack.payments.service.another_instance().await;
     stack.set_stock("SKU-PAIR", 100).await;
     let mut orders = Vec::new();
     for _ in 0..12 {
         orders.push(stack.placed(&[("SKU-PAIR", 1)]).await);
     }
     for id in &orders {
-        stack.wait_for(*id, "RESERVED").await;
-        stack.move_to(*id, "PAID").await;
+        stack.wait_for(*id, "PAID").await;
     }
     for id in &orders {
         // Told in the order things happened to it, whichever instance handled what.
@@ -292,7 +303,7 @@ async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_or
 }
 
 #[tokio::test]
-async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_reserved_and_the_rest_out_of_stock()
+async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_paid_and_the_rest_out_of_stock()
  {
     // Without the availability check every order reaches the saga, which alone must not oversell.
     let stack = Stack::spawn_with(|api| api.availability.inventory_url = None, |_| {}).await;
@@ -307,10 +318,12 @@ async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_reserved_and_th
     oms_saga::testing::eventually(
         oms_saga_tests::SETTLE,
         "all 200 orders to settle",
-        || async { (stack.count("CREATED").await == 0).then_some(()) },
+        || async {
+            (stack.count("CREATED").await == 0 && stack.count("RESERVED").await == 0).then_some(())
+        },
     )
     .await;
-    assert_eq!(stack.count("RESERVED").await, 50);
+    assert_eq!(stack.count("PAID").await, 50);
     assert_eq!(stack.count("CANCELLED").await, 150);
     let (available, reserved, sold) = stack.stock("SKU-RUSH").await;
     assert_eq!((available, reserved, sold), (0, 50, 0));
@@ -381,10 +394,194 @@ async fn orders_are_bought_at_the_catalogs_price_and_keep_it() {
     stack.set_price("SKU-MUG", "15.00").await;
     let later = stack.placed(&[("SKU-MUG", 1)]).await;
     assert_eq!(stack.order(later).await["total"], "15.00");
-    let first = stack.wait_for(bought, "RESERVED").await;
+    let first = stack.wait_for(bought, "PAID").await;
     assert_eq!(
         (&first["total"], &first["items"][0]["unitPrice"]),
         (&json!("24.00"), &json!("12.00")),
         "a placed order keeps the price it was bought at"
     );
+}
+
+/// A capture the provider refuses leaves the order PAID, says why on the order and its
+/// timeline, and tells the admins; the admin can then cancel it, and nothing stays held.
+#[tokio::test]
+async fn a_failed_capture_leaves_the_order_paid_with_the_failure_shown_and_the_admins_told() {
+    let stack = Stack::spawn().await;
+    stack.set_stock("SKU-EXPIRED", 5).await;
+    let id = stack.placed(&[("SKU-EXPIRED", 1)]).await;
+    stack.wait_for(id, "PAID").await;
+    let payment = stack.wait_for_payment(id, "AUTHORIZED").await;
+    // The authorization expires at the provider (Stripe releases it after seven days).
+    let stripe = oms_payments::Stripe::new(&stack.payments.config.stripe).expect("client");
+    stripe
+        .cancel(id, payment.intent_id.as_deref().expect("intent"))
+        .await
+        .expect("released at the provider");
+
+    let (code, body) = stack
+        .as_admin(
+            Method::PUT,
+            &format!("/api/orders/{id}/status"),
+            Some(json!({"status": "SHIPPED"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["status"], "PAID",
+        "not shipped before the capture: {body}"
+    );
+    let order = oms_saga::testing::eventually(
+        oms_saga_tests::SETTLE,
+        "the failure on the order",
+        || async {
+            let order = stack.order(id).await;
+            order["paymentIssue"].is_string().then_some(order)
+        },
+    )
+    .await;
+    assert_eq!(order["status"], "PAID");
+    assert!(
+        order["paymentIssue"]
+            .as_str()
+            .is_some_and(|i| i.contains("capture failed")),
+        "{order}"
+    );
+    let (_, timeline) = stack
+        .as_admin(Method::GET, &format!("/api/orders/{id}/timeline"), None)
+        .await;
+    assert!(
+        timeline
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["eventType"] == "PaymentCaptureFailed")),
+        "{timeline}"
+    );
+    // The admins are told; alice is not.
+    let told =
+        oms_saga::testing::eventually(oms_saga_tests::SETTLE, "the admins to be told", || async {
+            let (_, page) = stack
+                .as_admin(
+                    Method::GET,
+                    &format!("/api/notifications?orderId={id}"),
+                    None,
+                )
+                .await;
+            page["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|n| n["kind"] == "CAPTURE_FAILED")
+                    .cloned()
+            })
+        })
+        .await;
+    assert_eq!(told["audience"], "ADMINS", "{told}");
+    let (_, own) = stack
+        .as_alice(
+            Method::GET,
+            &format!("/api/notifications?orderId={id}"),
+            None,
+        )
+        .await;
+    assert!(
+        own["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|n| n["kind"] != "CAPTURE_FAILED")),
+        "{own}"
+    );
+    assert_eq!(
+        stack.stock("SKU-EXPIRED").await,
+        (4, 1, 0),
+        "nothing shipped"
+    );
+
+    let (code, body) = stack
+        .as_admin(
+            Method::POST,
+            &format!("/api/orders/{id}/cancel"),
+            Some(json!({"reason": "authorization expired"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    stack.wait_for_payment(id, "VOIDED").await;
+    stack.wait_for_stock("SKU-EXPIRED", (5, 0, 0)).await;
+    stack.assert_settled().await;
+}
+
+/// A card that asks for 3-D Secure: the order waits, RESERVED, with the client secret its owner
+/// (only) can read; once the customer has answered, the saga goes on to PAID.
+#[tokio::test]
+async fn an_order_waiting_for_3d_secure_shows_its_owner_the_client_secret_and_is_paid_once_answered()
+ {
+    let stack = Stack::spawn().await;
+    stack.set_stock("SKU-3DS", 5).await;
+    let (status, body) = stack
+        .place_paying(&[("SKU-3DS", 1)], &three_d_secure_method().await)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id: uuid::Uuid = body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
+    let path = format!("/api/orders/{id}");
+    let secret =
+        oms_saga::testing::eventually(oms_saga_tests::SETTLE, "the client secret", || async {
+            let (_, order) = stack.as_alice(Method::GET, &path, None).await;
+            order["paymentClientSecret"].as_str().map(str::to_owned)
+        })
+        .await;
+    assert_eq!(stack.order(id).await["status"], "RESERVED");
+    // Not the admin's, nor anyone else's, and not in the timeline.
+    assert!(stack.order(id).await.get("paymentClientSecret").is_none());
+    let (_, listed) = stack
+        .as_admin(Method::GET, "/api/orders?limit=50", None)
+        .await;
+    assert!(!listed.to_string().contains(&secret));
+    let (_, timeline) = stack
+        .as_alice(Method::GET, &format!("/api/orders/{id}/timeline"), None)
+        .await;
+    assert!(!timeline.to_string().contains(&secret), "{timeline}");
+
+    let payment = stack.wait_for_payment(id, "ACTION_REQUIRED").await;
+    authenticate(payment.intent_id.as_deref().expect("intent"), &secret, true).await;
+    let paid = stack.wait_for(id, "PAID").await;
+    assert!(paid.get("paymentClientSecret").is_none(), "{paid}");
+    stack
+        .wait_for_notices(id, &["PLACED", "RESERVED", "PAYMENT_ACTION", "PAID"])
+        .await;
+    stack.assert_settled().await;
+}
+
+/// The provider's webhooks reach the payment step through the gateway without a token; the
+/// step, not the gateway, checks who sent them.
+#[tokio::test]
+async fn webhooks_pass_the_gateway_without_a_token_and_only_signed_ones_are_taken() {
+    let stack = Stack::spawn().await;
+    let http = reqwest::Client::new();
+    let body = r#"{"id":"evt_gateway","type":"charge.succeeded","data":{"object":{}}}"#;
+    let post = |signature: Option<String>| {
+        let mut request = http.post(stack.gateway.url("/webhooks/stripe")).body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        request.send()
+    };
+    let unsigned = post(None).await.expect("answer");
+    assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+    let now = chrono::Utc::now().timestamp();
+    let signed = oms_payments::webhook::sign(oms_saga_tests::WEBHOOK_SECRET, now, body.as_bytes());
+    let taken = post(Some(signed.clone())).await.expect("answer");
+    assert_eq!(taken.status(), StatusCode::OK);
+    let again: serde_json::Value = post(Some(signed))
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["replayed"], true, "{again}");
+    // Only the public prefix is public.
+    let other = http
+        .post(stack.gateway.url("/webhooks/other"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }

@@ -23,7 +23,7 @@ async fn an_orders_timeline_is_its_whole_saga_in_order_with_the_compensations_ma
     let stack = Stack::spawn().await;
     stack.set_stock("SKU-TIMELINE", 5).await;
     let id = stack.placed(&[("SKU-TIMELINE", 2)]).await;
-    stack.wait_for(id, "RESERVED").await;
+    stack.wait_for(id, "PAID").await;
     let (code, body) = stack
         .as_admin(
             Method::POST,
@@ -40,7 +40,8 @@ async fn an_orders_timeline_is_its_whole_saga_in_order_with_the_compensations_ma
         let timeline = body.as_array().cloned().unwrap_or_default();
         let seen = types(&timeline);
         let complete = seen.contains(&"StockReleased")
-            && seen.iter().filter(|t| **t == "NotificationSent").count() >= 3;
+            && seen.contains(&"PaymentVoided")
+            && seen.iter().filter(|t| **t == "NotificationSent").count() >= 4;
         complete.then_some(timeline)
     })
     .await;
@@ -56,6 +57,15 @@ async fn an_orders_timeline_is_its_whole_saga_in_order_with_the_compensations_ma
         position("OrderCancelled") < position("StockReleased"),
         "{seen:?}"
     );
+    // The payment's steps: authorized once reserved, released once cancelled.
+    assert!(
+        position("StockReserved") < position("PaymentAuthorized"),
+        "{seen:?}"
+    );
+    assert!(
+        position("OrderCancelled") < position("PaymentVoided"),
+        "{seen:?}"
+    );
 
     let placed = &timeline[0];
     for entry in &timeline {
@@ -68,12 +78,13 @@ async fn an_orders_timeline_is_its_whole_saga_in_order_with_the_compensations_ma
         let producer = match entry["eventType"].as_str() {
             Some("StockReserved" | "StockReleased") => "inventory",
             Some("NotificationSent") => "notifications",
+            Some("PaymentAuthorized" | "PaymentVoided") => "payments",
             _ => "orders",
         };
         assert_eq!(entry["producer"], producer, "{entry}");
         let compensation = matches!(
             entry["eventType"].as_str(),
-            Some("OrderCancelled" | "StockReleased")
+            Some("OrderCancelled" | "StockReleased" | "PaymentVoided")
         );
         assert_eq!(entry["compensation"], compensation, "{entry}");
         // What caused an event came before it.

@@ -33,10 +33,10 @@ fn order_trace(spans: &[Value]) -> Option<Vec<Value>> {
     )
 }
 
-/// The spans a placed order's trace must hold once it is notified as RESERVED: by whom (either
+/// The spans a placed order's trace must hold once it is notified as PAID: by whom (either
 /// of them), what kind, and what name. The orders database has two relays, the API's and the
 /// status worker's, and whichever holds the lock publishes.
-const EXPECTED: [(&[&str], &str, &str); 9] = [
+const EXPECTED: [(&[&str], &str, &str); 12] = [
     (&["gateway"], "SERVER", "POST /api/{*rest}"),
     (&["api"], "SERVER", "POST /api/orders"),
     (&["inventory"], "SERVER", "POST /api/inventory/availability"),
@@ -46,6 +46,9 @@ const EXPECTED: [(&[&str], &str, &str); 9] = [
     (&["status"], "CONSUMER", "handle StockReserved"),
     (&["api", "status"], "PRODUCER", "publish OrderStatusChanged"),
     (&["notifications"], "CONSUMER", "handle OrderStatusChanged"),
+    (&["payments"], "CONSUMER", "handle OrderStatusChanged"),
+    (&["payments"], "PRODUCER", "publish PaymentAuthorized"),
+    (&["status"], "CONSUMER", "handle PaymentAuthorized"),
 ];
 
 fn holds(trace: &[Value], (services, kind_, name): &(&[&str], &str, &str)) -> bool {
@@ -71,8 +74,8 @@ async fn a_placed_order_is_one_trace_across_every_service() {
     let stack = Stack::spawn().await;
     stack.set_stock("traced-widget", 3).await;
     let id = stack.placed(&[("traced-widget", 1)]).await;
-    stack.wait_for(id, "RESERVED").await;
-    stack.wait_for_notices(id, &["PLACED", "RESERVED"]).await;
+    stack.wait_for(id, "PAID").await;
+    stack.wait_for_notices(id, &["PLACED", "RESERVED", "PAID"]).await;
 
     // Each service exports its spans on its own schedule, so a child may arrive before its
     // parent: the trace is read once every span's parent but one, the root's, has arrived too.

@@ -18,11 +18,7 @@ pub mod saga;
 use std::{future::Future, sync::Arc};
 
 use axum::Router;
-use oms_saga::{
-    bus::TopicSpec,
-    event::{Event, OrderCancelled, OrderStatusChanged},
-    worker,
-};
+use oms_saga::{bus::TopicSpec, worker};
 use tokio::net::TcpListener;
 
 pub use config::StatusConfig;
@@ -41,7 +37,7 @@ pub async fn run(
         .map_err(|e| oms_saga::Error::Config(format!("cache.url: {e}")))?;
     let output = worker::Output {
         topic: TopicSpec::new(&config.orders_topic, config.orders_partitions),
-        event_types: &[OrderStatusChanged::TYPE, OrderCancelled::TYPE],
+        event_types: &oms_api::EVENT_TYPES,
     };
     let store = oms_api::store::Store::new(pool.clone(), config.orders_topic.clone());
     let cache = Arc::new(cache);

@@ -13,7 +13,8 @@ use oms_api::{
 use oms_saga::{
     consumer::{Handler, HandlerError, payload},
     event::{
-        Event, EventRecord, OrderStatus, PaymentAuthorized, PaymentDeclined, ProductPriced,
+        Event, EventRecord, OrderStatus, PaymentActionRequired, PaymentAuthorized,
+        PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefunded, ProductPriced,
         StockRejected, StockReserved,
     },
 };
@@ -65,6 +66,16 @@ fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
             OrderStatus::Cancelled,
             Some(PAYMENT_DECLINED),
         ),
+        PaymentCaptured::TYPE => (
+            payload::<PaymentCaptured>(event)?.order_id,
+            OrderStatus::Shipped,
+            None,
+        ),
+        PaymentRefunded::TYPE => (
+            payload::<PaymentRefunded>(event)?.order_id,
+            OrderStatus::Refunded,
+            None,
+        ),
         _ => return Ok(None),
     };
     Ok(Some(Move {
@@ -72,6 +83,48 @@ fn decision(event: &EventRecord) -> Result<Option<Move>, HandlerError> {
         to,
         reason,
     }))
+}
+
+/// What the payment step said that an order shows without moving: why a capture failed (the
+/// order stays PAID), or the client secret of a payment that waits for the customer (RESERVED).
+#[derive(Debug, Clone)]
+struct Note {
+    order_id: Uuid,
+    while_in: OrderStatus,
+    issue: Option<String>,
+    client_secret: Option<String>,
+}
+
+fn note(event: &EventRecord) -> Result<Option<Note>, HandlerError> {
+    Ok(Some(match event.event_type.as_str() {
+        PaymentCaptureFailed::TYPE => {
+            let failed: PaymentCaptureFailed = payload(event)?;
+            Note {
+                order_id: failed.order_id,
+                while_in: OrderStatus::Paid,
+                issue: Some(format!("capture failed: {}", failed.reason)),
+                client_secret: None,
+            }
+        }
+        PaymentActionRequired::TYPE => {
+            let action: PaymentActionRequired = payload(event)?;
+            Note {
+                order_id: action.order_id,
+                while_in: OrderStatus::Reserved,
+                issue: None,
+                client_secret: Some(action.client_secret),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The order an event changes, if it changes one.
+fn touched(event: &EventRecord) -> Option<Uuid> {
+    match decision(event) {
+        Ok(Some(m)) => Some(m.order_id),
+        _ => note(event).ok().flatten().map(|n| n.order_id),
+    }
 }
 
 #[async_trait]
@@ -91,9 +144,14 @@ impl Handler for OrderStatusWorker {
         // Which event asked for each change, and where it is in the batch.
         let mut asked = Vec::with_capacity(events.len());
         let mut priced = Vec::new();
+        let mut notes = Vec::new();
         for (i, event) in events.iter().enumerate() {
             if event.event_type == ProductPriced::TYPE {
                 priced.push(payload::<ProductPriced>(event).map_err(|e| (i, e))?);
+                continue;
+            }
+            if let Some(note) = note(event).map_err(|e| (i, e))? {
+                notes.push(note);
                 continue;
             }
             let Some(Move {
@@ -120,6 +178,22 @@ impl Handler for OrderStatusWorker {
         oms_api::prices::apply_all(tx, &priced)
             .await
             .map_err(|e| (0, e.into()))?;
+        // A note is about the order as it is before the batch's moves: one that the batch
+        // moves on has nothing left to show.
+        for note in &notes {
+            let kept = store::note_payment(
+                tx,
+                note.order_id,
+                note.while_in,
+                note.issue.as_deref(),
+                note.client_secret.as_deref(),
+            )
+            .await
+            .map_err(|e| (0, HandlerError::Transient(e.to_string())))?;
+            if !kept {
+                tracing::info!(order_id = %note.order_id, "order moved on; payment note not kept");
+            }
+        }
         let outcomes = store::change_status_all(tx, &self.orders_topic, &changes)
             .await
             .map_err(|e| (0, HandlerError::Transient(e.to_string())))?;
@@ -148,11 +222,7 @@ impl Handler for OrderStatusWorker {
 
     /// The API serves orders from Redis: store the new versions now that they are committed.
     async fn after_commit(&self, events: &[&EventRecord]) {
-        let ids: Vec<Uuid> = events
-            .iter()
-            .filter_map(|event| decision(event).ok().flatten())
-            .map(|m| m.order_id)
-            .collect();
+        let ids: Vec<Uuid> = events.iter().filter_map(|event| touched(event)).collect();
         if ids.is_empty() {
             return;
         }

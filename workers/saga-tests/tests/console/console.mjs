@@ -1,5 +1,5 @@
 // Drives the admin console in headless Chromium, as an admin would: log in, place an order, watch
-// its saga timeline reach RESERVED, look at the stock, the schemas and the live events, and take a
+// its saga timeline reach PAID, look at the stock, the schemas and the live events, and take a
 // screenshot. Run by tests/console.rs, which starts the stack and passes its address in the
 // environment; prints what it saw as JSON on its last line.
 import { createRequire } from "node:module";
@@ -40,13 +40,16 @@ try {
   const orderId = await page.textContent("#order-id");
   // The live stream refreshes the open order as its saga moves on.
   await page.waitForSelector("#timeline tbody td:has-text('CREATED → RESERVED')");
-  // Each topic is recorded on its own: the inventory's answer may show a moment later.
+  await page.waitForSelector("#timeline tbody td:has-text('RESERVED → PAID')");
+  // Each topic is recorded on its own: the inventory's and the payment step's answers may
+  // show a moment later.
   await page.waitForSelector("#timeline tbody td:has-text('StockReserved')");
-  await page.waitForSelector("#order-status:has-text('RESERVED')");
+  await page.waitForSelector("#timeline tbody td:has-text('PaymentAuthorized')");
+  await page.waitForSelector("#order-status:has-text('PAID')");
   const timeline = await page.$$eval("#timeline tbody tr", (rows) =>
     rows.map((r) => [...r.cells].map((c) => c.textContent)));
   // The list follows the live stream too.
-  await page.waitForSelector(`#orders tbody tr[data-id='${orderId}'] td:has-text('RESERVED')`);
+  await page.waitForSelector(`#orders tbody tr[data-id='${orderId}'] td:has-text('PAID')`);
   await page.screenshot({ path: env("SCREENSHOT"), fullPage: true });
 
   await page.click("nav button[data-tab=live]");
