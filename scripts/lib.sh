@@ -102,10 +102,8 @@ install_localstripe() { install_pypi_tool "$OMS_LOCALSTRIPE" localstripe "$LOCAL
 
 # ensure_stripe: a Stripe API on $OMS_STRIPE_PORT: localstripe, started if absent, and started
 # empty (--from-scratch: it would otherwise reload what any localstripe on this machine last
-# saved). It saves its whole store to /tmp/localstripe.pickle after every write, which makes each
-# request slower than the last (measured here: 21 intents a second at first, 4 after 1,500) and
-# is of no use to a store started empty, so it runs with that save turned off (over 200 a second
-# at first). It listens on every interface; it has no option to choose one.
+# saved), by scripts/run-localstripe.py, which makes it faster without changing its answers. It
+# listens on every interface; it has no option to choose one.
 ensure_stripe() {
   install_localstripe
   if port_open "$OMS_STRIPE_PORT"; then
@@ -113,15 +111,19 @@ ensure_stripe() {
     return 0
   fi
   log "starting localstripe on 127.0.0.1:$OMS_STRIPE_PORT"
-  start_process stripe "$(dirname "$OMS_LOCALSTRIPE")/python" -c '
-import sys
-import localstripe.resources
-localstripe.resources.Store.dump_to_disk = lambda self: None
-from localstripe.server import start
-sys.argv = ["localstripe", "--port", sys.argv[1], "--from-scratch"]
-start()' "$OMS_STRIPE_PORT"
+  start_process stripe "$(dirname "$OMS_LOCALSTRIPE")/python" "$OMS_ROOT/scripts/run-localstripe.py" "$OMS_STRIPE_PORT"
   wait_for 30 "localstripe" port_open "$OMS_STRIPE_PORT"
   is_running stripe || die "localstripe exited; see $OMS_STATE_DIR/logs/stripe.log"
+}
+
+# register_webhook URL SECRET: has localstripe send its payment-intent events to URL, signed with
+# SECRET (Stripe's dashboard does this for a real account).
+register_webhook() {
+  curl -fsS -X POST "http://127.0.0.1:$OMS_STRIPE_PORT/_config/webhooks/oms" \
+    --data-urlencode "url=$1" --data-urlencode "secret=$2" \
+    -d 'events[]=payment_intent.succeeded' -d 'events[]=payment_intent.payment_failed' \
+    -d 'events[]=payment_intent.amount_capturable_updated' -d 'events[]=payment_intent.canceled' \
+    >/dev/null || die "localstripe did not take the webhook endpoint"
 }
 
 # drop_databases CONDITION: drops every database whose row in pg_database meets the SQL

@@ -11,10 +11,20 @@
 //! PostgreSQL's share is split again by the database each backend serves, read from the title
 //! the server gives the process: every service owns its database, so this says whose statements
 //! the server's time went to, which its total alone does not.
+//!
+//! Two programs on the machine are not the system's: the load generator (`oms-bench`) and the
+//! payment provider's stand-in (localstripe, a Python program, known by its command line). What
+//! the machine spent less theirs is reported beside the whole.
 
 use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
+
+/// The programs whose time is the benchmark's own and the stand-in's, not the system's.
+pub const APART: [&str; 2] = ["oms-bench", LOCALSTRIPE];
+
+/// The name localstripe's Python processes are counted under.
+pub const LOCALSTRIPE: &str = "localstripe";
 
 /// Linux reports these times in USER_HZ ticks, which it fixes at 100 a second for `/proc` on
 /// the architectures it runs here.
@@ -100,6 +110,10 @@ impl Snapshot {
             }
         }
         let programs_ticks: u64 = program_ticks.values().sum();
+        let apart_ticks: u64 = APART
+            .iter()
+            .filter_map(|program| program_ticks.get(program))
+            .sum();
         let programs = program_ticks
             .into_iter()
             .map(|(program, ticks)| (program.to_owned(), per_order(ticks)))
@@ -113,6 +127,7 @@ impl Snapshot {
         Cpu {
             orders,
             busy_ms_per_order: per_order(busy),
+            system_ms_per_order: per_order(busy.saturating_sub(apart_ticks)),
             rest_ms_per_order: per_order(busy.saturating_sub(programs_ticks)),
             idle_share: if busy + idle == 0 {
                 0.0
@@ -133,6 +148,8 @@ pub struct Cpu {
     pub orders: u64,
     /// Every core's busy time, per order.
     pub busy_ms_per_order: f64,
+    /// The same less the programs [`APART`]: what the system itself cost.
+    pub system_ms_per_order: f64,
     /// By executable name.
     pub programs_ms_per_order: BTreeMap<String, f64>,
     /// PostgreSQL's part of it, by the service whose database the backend served, and
@@ -154,12 +171,21 @@ fn process(dir: &Path) -> Option<(String, u64)> {
     let exe = exe.file_name()?.to_string_lossy();
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let command = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
-    let program = if exe.starts_with(command) {
+    let program = if exe.starts_with("python") && runs_localstripe(dir) {
+        LOCALSTRIPE.to_owned()
+    } else if exe.starts_with(command) {
         exe.into_owned()
     } else {
         command.to_owned()
     };
     Some((program, process_ticks(&stat)?))
+}
+
+/// Whether a Python process's command line names localstripe (its own launcher, or the one of
+/// scripts/lib.sh, which runs it from `python -c`).
+fn runs_localstripe(dir: &Path) -> bool {
+    std::fs::read(dir.join("cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(LOCALSTRIPE))
 }
 
 /// The name under which PostgreSQL's processes that serve no database are counted.
@@ -243,6 +269,39 @@ mod tests {
         );
         assert!(cpu.busy_ms_per_order >= 150.0, "{cpu:?}");
         assert!((0.0..=1.0).contains(&cpu.idle_share), "{cpu:?}");
+    }
+
+    #[test]
+    fn localstripe_is_known_by_its_command_line_and_counted_apart() {
+        let mut stand_in = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, time\nend = time.time() + 20\nwhile time.time() < end: pass",
+                "localstripe",
+            ])
+            .spawn()
+            .expect("python3");
+        let pid = stand_in.id();
+        let before = Snapshot::now();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // 30 ticks of its CPU time.
+        let cpu = loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = Snapshot::now();
+            let spent = now.processes.get(&pid).map(|p| p.ticks).unwrap_or(0)
+                - before.processes.get(&pid).map(|p| p.ticks).unwrap_or(0);
+            if spent >= 30 || std::time::Instant::now() > deadline {
+                break before.until(&now, 1, &BTreeMap::new());
+            }
+        };
+        let _ = stand_in.kill();
+        let _ = stand_in.wait();
+        let spent = cpu.programs_ms_per_order.get(LOCALSTRIPE).copied();
+        assert!(spent.is_some_and(|ms| ms >= 300.0), "{cpu:?}");
+        assert!(
+            cpu.busy_ms_per_order - cpu.system_ms_per_order >= 300.0,
+            "its time is taken out of the system's: {cpu:?}"
+        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ const ROWS: &[(&str, &str, &str)] = &[
         "p99 ≤ 50 with 1,000/s due",
     ),
     (
-        "open loop: place → notified p50 / p99 ms",
+        "open loop: place → told PAID p50 / p99 ms",
         "/openLoop/saga/placeToNotifiedMs",
         "",
     ),
@@ -147,7 +147,7 @@ const ROWS: &[(&str, &str, &str)] = &[
         "≥ 3,000",
     ),
     (
-        "closed loop: place → notified p50 / p99 ms",
+        "closed loop: place → told PAID p50 / p99 ms",
         "/closedLoop/saga/placeToNotifiedMs",
         "",
     ),
@@ -159,6 +159,11 @@ const ROWS: &[(&str, &str, &str)] = &[
     (
         "closed loop: CPU ms per saga, whole machine",
         "/closedLoop/cpu/busyMsPerOrder",
+        "",
+    ),
+    (
+        "closed loop: CPU ms per saga, less the load generator and localstripe",
+        "/closedLoop/cpu/systemMsPerOrder",
         "",
     ),
     ("closed loop: cores idle", "/closedLoop/cpu/idleShare", ""),

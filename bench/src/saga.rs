@@ -1,5 +1,6 @@
 //! The saga's progress, read from the events themselves: each order's `OrderPlaced`, the
-//! `OrderStatusChanged` to RESERVED and the RESERVED `NotificationSent`, by the time each
+//! `OrderStatusChanged` to RESERVED and the PAID `NotificationSent` (the stock reserved, the
+//! card authorized, the customer told: the saga's work until an admin ships), by the time each
 //! producer stamped on it. Nothing polls the API, so measuring costs the stack nothing but a
 //! reader of its topics, as any consumer would be.
 
@@ -76,7 +77,7 @@ impl Follower {
         bytes.checked_div(count)
     }
 
-    /// Waits until every one of `orders` was notified of its reservation, or `limit` passed;
+    /// Waits until every one of `orders` was told it is paid, or `limit` passed;
     /// then says how the saga went for them.
     pub async fn saga(&self, orders: &[(Uuid, DateTime<Utc>)], limit: Duration) -> Saga {
         let deadline = tokio::time::Instant::now() + limit;
@@ -102,7 +103,7 @@ fn note(seen: &mut Seen, event: &EventRecord) {
             seen.reserved.insert(changed.order_id, event.occurred_at);
         }
     } else if let Some(Ok(sent)) = event.payload_as::<NotificationSent>()
-        && sent.kind == "RESERVED"
+        && sent.kind == "PAID"
     {
         seen.notified.insert(sent.order_id, event.occurred_at);
     }

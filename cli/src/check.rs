@@ -46,14 +46,20 @@ pub struct Order {
 /// back for each order of ours.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
-    /// Each order's PaymentIntents (by the order id in their metadata): id, amount captured.
+    /// Each order's confirmed PaymentIntents (by the order id in their metadata): id, amount
+    /// captured.
     pub intents: HashMap<Uuid, Vec<(String, i64)>>,
+    /// Intents never confirmed, per order: drafts that never held money. Stripe answers a
+    /// retried creation with its first intent (the Idempotency-Key); a server that ignores the
+    /// key (localstripe) makes another when the first answer was lost to a timeout.
+    pub drafts: HashMap<Uuid, usize>,
     /// What was refunded of each intent.
     pub refunded: HashMap<String, i64>,
 }
 
 impl Ledger {
-    /// What the provider kept of an order's money: captured less refunded.
+    /// How many confirmed intents an order has, and what the provider kept of its money:
+    /// captured less refunded.
     fn kept(&self, order: Uuid) -> (usize, i64) {
         let intents = self
             .intents
@@ -144,19 +150,23 @@ pub fn evaluate(s: &Snapshot, now: DateTime<Utc>, expected_dead_letters: usize) 
     .collect()
 }
 
-/// The provider's ledger against the orders: at most one PaymentIntent per order; money taken
-/// only for an order that shipped (SHIPPED or later), and all of it given back for one that was
-/// refunded or cancelled; so what the provider kept is exactly the totals of the shipped and
-/// completed orders.
+/// The provider's ledger against the orders: at most one confirmed PaymentIntent per order;
+/// money taken only for an order that shipped (SHIPPED or later), and all of it given back for
+/// one that was refunded or cancelled; so what the provider kept is exactly the totals of the
+/// shipped and completed orders.
 fn provider_agrees(s: &Snapshot, ledger: &Ledger) -> Verdict {
     let mut offenders = Vec::new();
-    let (mut kept_total, mut shipped_total, mut intents) = (0i64, 0i64, 0usize);
+    let (mut kept_total, mut shipped_total, mut intents, mut drafts) = (0i64, 0i64, 0usize, 0usize);
     for order in &s.orders {
         let (count, kept) = ledger.kept(order.id);
         intents += count;
+        drafts += ledger.drafts.get(&order.id).copied().unwrap_or(0);
         kept_total += kept;
         if count > 1 {
-            offenders.push(format!("order {}: {count} PaymentIntents", order.id));
+            offenders.push(format!(
+                "order {}: {count} confirmed PaymentIntents",
+                order.id
+            ));
         }
         let owed = match order.status {
             OrderStatus::Shipped | OrderStatus::Completed => order.card_total_minor.unwrap_or(0),
@@ -173,8 +183,9 @@ fn provider_agrees(s: &Snapshot, ledger: &Ledger) -> Verdict {
     verdict(
         "the payment provider's ledger agrees with the orders",
         format!(
-            "{intents} PaymentIntents for {} orders; captured less refunded {kept_total}, shipped \
-             and completed orders' totals {shipped_total} (minor units)",
+            "{intents} confirmed PaymentIntents for {} orders ({drafts} drafts never confirmed, \
+             which hold nothing); captured less refunded {kept_total}, shipped and completed \
+             orders' totals {shipped_total} (minor units)",
             s.orders.len()
         ),
         offenders,
@@ -633,6 +644,10 @@ pub async fn ledger(stripe: &oms_payments::Stripe) -> Result<Ledger, oms_payment
             let Some(order) = intent.metadata.get("order_id").and_then(|o| o.parse().ok()) else {
                 continue;
             };
+            if !intent.was_confirmed() {
+                *ledger.drafts.entry(order).or_default() += 1;
+                continue;
+            }
             let captured = if intent.status == oms_payments::stripe::IntentStatus::Succeeded {
                 intent.amount
             } else {
@@ -817,7 +832,17 @@ mod tests {
             .1 = 0;
         assert_eq!(broken(&free), [agrees]);
 
-        // Two intents for one order.
+        // A draft beside the order's intent holds nothing and breaks nothing.
+        let mut drafted = s.clone();
+        drafted
+            .ledger
+            .as_mut()
+            .expect("ledger")
+            .drafts
+            .insert(paid, 2);
+        assert!(broken(&drafted).is_empty());
+
+        // Two confirmed intents for one order.
         let mut twice = s.clone();
         twice
             .ledger

@@ -162,10 +162,13 @@ impl Payments {
             .map_err(failed)?;
         let kept = ledger::keep_intent(&self.pool, payment.order_id, &created.id).await?;
         if kept == created.id {
-            Ok(created)
-        } else {
-            self.stripe.intent(&kept).await.map_err(failed)
+            return Ok(created);
         }
+        // Another delivery kept its own first: this one is a draft no one will confirm.
+        if let Err(e) = self.stripe.cancel(payment.order_id, &created.id).await {
+            tracing::warn!(intent = %created.id, error = %e, "a spare draft intent was left");
+        }
+        self.stripe.intent(&kept).await.map_err(failed)
     }
 
     async fn authorize(

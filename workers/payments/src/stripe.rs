@@ -86,6 +86,18 @@ pub struct PaymentIntent {
     pub client_secret: Option<String>,
     #[serde(default)]
     pub metadata: HashMap<String, String>,
+    /// The charge its confirmation made, if it was ever confirmed: an id at Stripe, the charge
+    /// itself at localstripe. Only whether there is one is read.
+    #[serde(default)]
+    pub latest_charge: Option<serde_json::Value>,
+}
+
+impl PaymentIntent {
+    /// Whether it was ever confirmed: an intent that never was (a draft whose creation's answer
+    /// was lost, say) never held money.
+    pub fn was_confirmed(&self) -> bool {
+        self.latest_charge.as_ref().is_some_and(|c| !c.is_null())
+    }
 }
 
 /// A refund of a captured PaymentIntent.

@@ -303,8 +303,7 @@ async fn with_two_instances_of_every_worker_each_order_is_handled_once_and_in_or
 }
 
 #[tokio::test]
-async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_paid_and_the_rest_out_of_stock()
- {
+async fn two_hundred_concurrent_orders_for_fifty_units_end_fifty_paid_and_the_rest_out_of_stock() {
     // Without the availability check every order reaches the saga, which alone must not oversell.
     let stack = Stack::spawn_with(|api| api.availability.inventory_url = None, |_| {}).await;
     stack.set_stock("SKU-RUSH", 50).await;

@@ -75,7 +75,9 @@ async fn a_placed_order_is_one_trace_across_every_service() {
     stack.set_stock("traced-widget", 3).await;
     let id = stack.placed(&[("traced-widget", 1)]).await;
     stack.wait_for(id, "PAID").await;
-    stack.wait_for_notices(id, &["PLACED", "RESERVED", "PAID"]).await;
+    stack
+        .wait_for_notices(id, &["PLACED", "RESERVED", "PAID"])
+        .await;
 
     // Each service exports its spans on its own schedule, so a child may arrive before its
     // parent: the trace is read once every span's parent but one, the root's, has arrived too.
