@@ -313,16 +313,29 @@ impl Stack {
     /// Waits until alice has been told `kinds` about order `id`, in that order; returns the
     /// notifications as she lists them (newest first).
     pub async fn wait_for_notices(&self, id: Uuid, kinds: &[&str]) -> Vec<Value> {
+        self.wait_until_told(id, kinds, true).await
+    }
+
+    /// Waits until alice has been told `kinds` about order `id`, in any order (notices caused
+    /// by events of different topics); `kinds` sorted.
+    pub async fn wait_for_notices_among(&self, id: Uuid, kinds: &[&str]) -> Vec<Value> {
+        self.wait_until_told(id, kinds, false).await
+    }
+
+    async fn wait_until_told(&self, id: Uuid, kinds: &[&str], in_order: bool) -> Vec<Value> {
         let path = format!("/api/notifications?orderId={id}");
         testing::eventually(SETTLE, &format!("{kinds:?} notices for {id}"), || async {
             let (status, body) = self.as_alice(Method::GET, &path, None).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             let items = body["items"].as_array().cloned().unwrap_or_default();
-            let told: Vec<&str> = items
+            let mut told: Vec<&str> = items
                 .iter()
                 .rev()
                 .filter_map(|n| n["kind"].as_str())
                 .collect();
+            if !in_order {
+                told.sort_unstable();
+            }
             let sent = items.iter().all(|n| n["state"] == "SENT");
             (told == kinds && sent).then_some(items)
         })
