@@ -124,6 +124,7 @@ fn services_by_database(config: &CliConfig) -> Result<BTreeMap<String, String>> 
         ("orders", &databases.orders),
         ("inventory", &databases.inventory),
         ("notifications", &databases.notifications),
+        ("payments", &databases.payments),
     ] {
         let Some(url) = url else { continue };
         let options: PgConnectOptions = url
