@@ -286,9 +286,7 @@ impl Payments {
             IntentStatus::RequiresCapture => {
                 match self.stripe.capture(order_id, &intent_id).await {
                     Ok(captured) => captured,
-                    Err(StripeError::Unavailable(why)) => {
-                        return Err(failed(StripeError::Unavailable(why)));
-                    }
+                    Err(e @ StripeError::Unavailable(_)) => return Err(failed(e)),
                     Err(
                         StripeError::Declined { message, .. }
                         | StripeError::Refused { message, .. },
