@@ -558,21 +558,40 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
-/// Reads the dead letters of `topic` that arrive within `idle` of each other, without moving
-/// any group's offsets.
+/// How many dead letters `topic` has, as its dead-letter topic's broker counts them.
+pub async fn dead_letter_count(bus: &dyn EventBus, topic: &str) -> Result<u64> {
+    let dlq = dlq_topic(topic);
+    bus.ensure_topics(&[crate::bus::TopicSpec::new(&dlq, 1)])
+        .await?;
+    bus.kept(&dlq).await
+}
+
+/// Reads every dead letter of `topic`, without moving any group's offsets. The broker says how
+/// many it keeps, so an empty dead-letter topic is read at once; `idle` bounds the wait for each
+/// letter after the first (whose wait covers joining the broker), and a letter that does not come
+/// in time is an error, never a shorter list.
 pub async fn dead_letters(
     bus: &dyn EventBus,
     topic: &str,
     idle: Duration,
 ) -> Result<Vec<Delivery>> {
     let dlq = dlq_topic(topic);
-    bus.ensure_topics(&[crate::bus::TopicSpec::new(&dlq, 1)])
-        .await?;
-    let mut subscription = bus.browse(&[dlq]).await?;
+    let kept = dead_letter_count(bus, topic).await?;
     let mut letters = Vec::new();
-    // The first wait covers joining the group.
+    if kept == 0 {
+        return Ok(letters);
+    }
+    let mut subscription = bus.browse(std::slice::from_ref(&dlq)).await?;
     let mut wait = idle + Duration::from_secs(10);
-    while let Ok(next) = tokio::time::timeout(wait, subscription.next()).await {
+    while (letters.len() as u64) < kept {
+        let next = tokio::time::timeout(wait, subscription.next())
+            .await
+            .map_err(|_| {
+                Error::Bus(format!(
+                    "{dlq} keeps {kept} messages, and only {} could be read",
+                    letters.len()
+                ))
+            })?;
         letters.push(next?);
         wait = idle;
     }

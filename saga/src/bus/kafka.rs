@@ -273,6 +273,32 @@ impl EventBus for KafkaBus {
         .map_err(|e| Error::Bus(format!("rewind: {e}")))?
     }
 
+    async fn kept(&self, topic: &str) -> Result<u64> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let metadata = client
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(bus_err("metadata"))?;
+            let mut kept = 0;
+            for partition in metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions())
+            {
+                let (low, high) = client
+                    .fetch_watermarks(&topic, partition.id(), METADATA_TIMEOUT)
+                    .map_err(bus_err("watermarks"))?;
+                kept += u64::try_from(high - low).unwrap_or(0);
+            }
+            Ok(kept)
+        })
+        .await
+        .map_err(|e| Error::Bus(format!("kafka watermarks: {e}")))?
+    }
+
     async fn ping(&self) -> Result<()> {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {

@@ -398,6 +398,15 @@ impl EventBus for NatsBus {
         Ok(Box::new(self.read(jetstream, None, topics)))
     }
 
+    async fn kept(&self, topic: &str) -> Result<u64> {
+        Ok(self
+            .existing_stream(topic)
+            .await?
+            .cached_info()
+            .state
+            .messages)
+    }
+
     async fn ping(&self) -> Result<()> {
         // The account request proves that JetStream answers. Its body is read loosely: its
         // fields differ between server versions.
