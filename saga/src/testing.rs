@@ -6,6 +6,7 @@
 //! scripts/test runs the suite on both.
 
 use std::{
+    ffi::OsString,
     net::{SocketAddr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -214,6 +215,11 @@ pub struct Process {
     pub addr: SocketAddr,
     /// Its data, removed with it.
     dir: Option<PathBuf>,
+    /// How it was started, to start it again.
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    what: String,
 }
 
 impl Process {
@@ -227,6 +233,10 @@ impl Process {
             child,
             addr,
             dir: None,
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            cwd: command.get_current_dir().map(ToOwned::to_owned),
+            what: what.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -240,6 +250,18 @@ impl Process {
             std::thread::sleep(Duration::from_millis(20));
         }
         process
+    }
+
+    /// SIGKILL, then the same command again, on the same port and data: a crash and a restart.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        let mut restarted = Self::start(command, self.addr, &self.what);
+        std::mem::swap(&mut self.child, &mut restarted.child);
     }
 
     fn signal(&self, signal: &str) {
@@ -296,9 +318,13 @@ pub fn tools_dir() -> PathBuf {
     cache.join("oms")
 }
 
-/// The tansu broker binary that scripts/test installs.
-pub fn tansu_bin() -> PathBuf {
-    std::env::var("OMS_TANSU_BIN").map_or_else(|_| tools_dir().join("bin/tansu"), PathBuf::from)
+/// The nisshi broker binary that scripts/test builds (`OMS_NISSHI_BIN`, or where scripts/lib.sh
+/// keeps its version).
+pub fn nisshi_bin() -> PathBuf {
+    std::env::var("OMS_NISSHI_BIN").map_or_else(
+        |_| tools_dir().join("nisshi-0.8.1/bin/nisshi"),
+        PathBuf::from,
+    )
 }
 
 /// A broker of the test's own, of the tests' bus, for tests that pause or kill it; with the
@@ -312,7 +338,7 @@ pub fn dedicated_broker() -> (Process, BusConfig) {
 pub fn dedicated_broker_of(kind: BusKind) -> (Process, BusConfig) {
     let (broker, address) = match kind {
         BusKind::Kafka => {
-            let broker = dedicated_tansu();
+            let broker = dedicated_nisshi();
             let address = broker.addr.to_string();
             (broker, address)
         }
@@ -341,26 +367,31 @@ fn dedicated_nats() -> Process {
     process
 }
 
-fn dedicated_tansu() -> Process {
-    let bin = tansu_bin();
+fn dedicated_nisshi() -> Process {
+    let bin = nisshi_bin();
     assert!(
         bin.exists(),
-        "the tansu broker is not installed at {}; run scripts/test (it installs it) or set OMS_TANSU_BIN",
+        "the nisshi broker is not installed at {}; run scripts/test (it builds it) or set OMS_NISSHI_BIN",
         bin.display()
     );
     let port = free_port();
+    let dir = std::env::temp_dir().join(unique("oms-test-nisshi"));
+    std::fs::create_dir_all(&dir).expect("nisshi dir");
     let url = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new(bin);
-    command.args([
+    // Its SQLite path is relative to its working directory.
+    command.current_dir(&dir).args([
         "broker",
         "--listener-url",
         &url,
         "--advertised-listener-url",
         &url,
         "--storage-engine",
-        "memory://tansu/",
+        "sqlite://nisshi.db",
     ]);
-    Process::start(command, SocketAddr::from(([127, 0, 0, 1], port)), "tansu")
+    let mut process = Process::start(command, SocketAddr::from(([127, 0, 0, 1], port)), "nisshi");
+    process.dir = Some(dir);
+    process
 }
 
 /// The real Prometheus (Debian's `prometheus` package), scraping `targets`' `/metrics` every

@@ -90,10 +90,10 @@ impl KafkaBus {
             // A worker may start before the service that creates its topic: notice the topic
             // within seconds, not librdkafka's default five minutes.
             .set("topic.metadata.refresh.interval.ms", "5000")
-            // A broker that does not answer a waiting fetch as soon as a message arrives (tansu
-            // does not) holds each message up to this long. With librdkafka's 500 ms, one
-            // message every 50 ms took 122 ms p50 from produce to consume on tansu; with 50 ms,
-            // 3 ms. An idle consumer asks 20 times a second instead of twice.
+            // A broker that does not answer a waiting fetch as soon as a message arrives (nisshi
+            // does not) holds each message up to this long. With librdkafka's 500 ms, a message
+            // took 204 ms p50 from produce to consume on nisshi 0.8.1; with 50 ms, 6 ms. An idle
+            // consumer asks 20 times a second instead of twice.
             .set("fetch.wait.max.ms", "50");
         let consumer: StreamConsumer =
             Self::create(consumer, &self.config).map_err(bus_err("consumer"))?;
