@@ -31,7 +31,14 @@ pub struct ApiConfig {
     /// How often orders per status and saga outcomes are counted for `/metrics`.
     #[serde(with = "humantime_serde")]
     pub stats_interval: std::time::Duration,
+    /// How long an `Idempotency-Key` answers for its first request; after that it is forgotten
+    /// (deleted in the background) and a request with it is a new one.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: std::time::Duration,
 }
+
+/// Stripe's rule: a key is remembered for 24 hours.
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -48,6 +55,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             timeline: Default::default(),
             stats_interval: std::time::Duration::from_secs(10),
+            idempotency_ttl: IDEMPOTENCY_TTL,
         }
     }
 }

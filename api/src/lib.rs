@@ -71,7 +71,8 @@ pub async fn run(
     avro::register(&config.bus.registry, &config.topics.orders, &EVENT_TYPES).await?;
     let codec = Arc::new(AvroCodec::new(&config.bus.registry)?);
 
-    // In the background until shutdown: the relay, the order counts, the timeline's consumer.
+    // In the background until shutdown: the relay, the order counts, forgetting expired
+    // idempotency keys, the timeline's consumer.
     let stop = CancellationToken::new();
     // What a request commits is relayed at once.
     let wake = Wake::default();
@@ -97,6 +98,14 @@ pub async fn run(
         wake.clone(),
         stop.clone().cancelled_owned(),
     ));
+    let expired_keys = tokio::spawn(oms_saga::schedule::run(
+        Arc::new(store::expired_idempotency_keys(
+            pool.clone(),
+            config.idempotency_ttl,
+        )),
+        wake.clone(),
+        stop.clone().cancelled_owned(),
+    ));
     let timeline = config.timeline.enabled.then(|| {
         let recorder = Consumer::new(
             pool.clone(),
@@ -112,7 +121,9 @@ pub async fn run(
     let availability = availability::Availability::new(&config.availability)
         .map_err(|e| oms_saga::Error::Config(format!("availability: {e}")))?;
     let state = Arc::new(http::AppState {
-        store: store::Store::new(pool.clone(), config.topics.orders.clone()).waking(wake),
+        store: store::Store::new(pool.clone(), config.topics.orders.clone())
+            .waking(wake)
+            .keeping_keys_for(config.idempotency_ttl),
         cache,
         availability,
         ready: oms_saga::server::Readiness::database(pool)
@@ -126,6 +137,7 @@ pub async fn run(
     stop.cancel();
     let _ = relay.await;
     let _ = stats.await;
+    let _ = expired_keys.await;
     if let Some(timeline) = timeline
         && let Ok(Err(e)) = timeline.await
     {

@@ -156,6 +156,8 @@ pub struct Store {
     orders_topic: String,
     wake: Wake,
     placements: Arc<Placements>,
+    /// How long an idempotency key answers for its first request; after it, the key is free.
+    idempotency_ttl: std::time::Duration,
 }
 
 /// How many batches of placements may be written at once: one fills while another commits.
@@ -196,7 +198,15 @@ impl Store {
                 waiting: Mutex::new(Vec::new()),
                 writers: Semaphore::new(PLACEMENT_WRITERS),
             }),
+            idempotency_ttl: crate::config::IDEMPOTENCY_TTL,
         }
+    }
+
+    /// Keys answer for their first request for `ttl` (24 hours by default, as Stripe's do); a
+    /// key used again after that is a new request.
+    pub fn keeping_keys_for(mut self, ttl: std::time::Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
     }
 
     /// Wakes `wake` (the outbox relay's) when a change and its events commit.
@@ -248,13 +258,17 @@ impl Store {
         };
         let mut tx = self.pool.begin().await?;
         let order = insert_orders(&mut tx, &[&created]).await?.remove(0);
+        // A key past its time is taken over, as if it had never been used.
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (scope, request_hash, order_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (scope) DO NOTHING",
+             ON CONFLICT (scope) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
+             order_id = EXCLUDED.order_id, created_at = now() \
+             WHERE idempotency_keys.created_at <= now() - make_interval(secs => $4)",
         )
         .bind(scope(new.customer_id, key))
         .bind(&key.request_hash)
         .bind(id)
+        .bind(self.idempotency_ttl.as_secs_f64())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -360,14 +374,17 @@ impl Store {
         Ok(orders)
     }
 
-    /// The order a earlier request with this key placed, if any; an error if the key came with
-    /// a different request.
+    /// The order an earlier request with this key placed within the key's time, if any; an error
+    /// if the key came with a different request.
     pub async fn replay(&self, customer_id: Uuid, key: &IdempotencyKey) -> Result<Option<Order>> {
-        let found: Option<(Vec<u8>, Uuid)> =
-            sqlx::query_as("SELECT request_hash, order_id FROM idempotency_keys WHERE scope = $1")
-                .bind(scope(customer_id, key))
-                .fetch_optional(&self.pool)
-                .await?;
+        let found: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
+            "SELECT request_hash, order_id FROM idempotency_keys \
+                 WHERE scope = $1 AND created_at > now() - make_interval(secs => $2)",
+        )
+        .bind(scope(customer_id, key))
+        .bind(self.idempotency_ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
         match found {
             None => Ok(None),
             Some((hash, _)) if hash != key.request_hash => Err(Error::IdempotencyKeyReused {
@@ -802,6 +819,21 @@ fn status_events(
         events.push(in_saga(EventRecord::new(orders_topic, &cancelled)));
     }
     events
+}
+
+/// The job that deletes idempotency keys older than `ttl`, oldest first, a batch at a time.
+pub fn expired_idempotency_keys(
+    pool: PgPool,
+    ttl: std::time::Duration,
+) -> oms_saga::retention::Prune {
+    oms_saga::retention::Prune::new(
+        "expired idempotency keys",
+        "idempotency_keys",
+        pool,
+        "DELETE FROM idempotency_keys WHERE scope IN (SELECT scope FROM idempotency_keys \
+         WHERE created_at <= now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2)",
+        ttl,
+    )
 }
 
 fn scope(customer_id: Uuid, key: &IdempotencyKey) -> String {

@@ -451,6 +451,71 @@ async fn a_republished_event_is_recorded_once_in_the_timeline_and_its_partition_
     assert_eq!(inbox, 0);
 }
 
+/// A key answers for its first request for 24 hours (Stripe's rule), then is forgotten: used
+/// again, it places a new order, and the job that keeps the table bounded deletes keys past their
+/// time, and no other.
+#[tokio::test]
+async fn an_idempotency_key_past_its_time_is_a_new_request_and_is_then_deleted() {
+    use oms_saga::schedule::Periodic;
+    let client = Client::new().await;
+    let pool = &client.api.db.pool;
+    let body = order_for(Uuid::new_v4());
+    let post = |key: &'static str| {
+        client
+            .http
+            .post(client.api.url("/api/orders"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let age = |key: &'static str, hours: i32| async move {
+        sqlx::query(
+            "UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $2) \
+             WHERE scope LIKE '%:' || $1",
+        )
+        .bind(key)
+        .bind(hours)
+        .execute(pool)
+        .await
+        .expect("age the key");
+    };
+    let first = post("expiring").await.expect("send");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let (first, _) = placed(json_of(first).await);
+
+    age("expiring", 23).await;
+    let within = post("expiring").await.expect("send");
+    assert_eq!(within.headers()["idempotent-replayed"], "true");
+    assert_eq!(placed(json_of(within).await).0["id"], first["id"]);
+
+    age("expiring", 25).await;
+    let after = post("expiring").await.expect("send");
+    assert_eq!(after.status(), StatusCode::CREATED);
+    assert!(after.headers().get("idempotent-replayed").is_none());
+    let (after, _) = placed(json_of(after).await);
+    assert_ne!(
+        after["id"], first["id"],
+        "a key past its time places a new order"
+    );
+    assert_eq!(client.order_count().await, 2);
+
+    // Two more keys, one past its time: the job deletes that one only.
+    for key in ["kept", "stale"] {
+        assert_eq!(post(key).await.expect("send").status(), StatusCode::CREATED);
+    }
+    age("stale", 30).await;
+    let prune = oms_api::store::expired_idempotency_keys(pool.clone(), Duration::from_secs(86_400));
+    assert_eq!(prune.round().await.expect("prune"), 1);
+    assert_eq!(prune.round().await.expect("prune again"), 0);
+    let mut left: Vec<String> =
+        sqlx::query_scalar("SELECT split_part(scope, ':', 2) FROM idempotency_keys")
+            .fetch_all(pool)
+            .await
+            .expect("keys");
+    left.sort();
+    assert_eq!(left, ["expiring", "kept"]);
+}
+
 #[tokio::test]
 async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     let client = Client::new().await;

@@ -500,6 +500,7 @@ pub async fn snapshot(
     .fetch_all(&mut *orders)
     .await?;
     let mut snapshot = Snapshot::default();
+    let mut payments_since: Option<DateTime<Utc>> = None;
     if let Some(payments) = payments {
         let mut payments = moment(payments).await?;
         let states: Vec<(Uuid, String)> = sqlx::query_as("SELECT order_id, state FROM payments")
@@ -511,6 +512,9 @@ pub async fn snapshot(
             .await?;
         snapshot.unpublished.insert("payments".into(), unpublished);
         snapshot.telling_events = telling_events(&mut payments).await?;
+        payments_since = sqlx::query_scalar("SELECT min(occurred_at) FROM outbox")
+            .fetch_one(&mut *payments)
+            .await?;
     }
     for row in rows {
         let status = row
@@ -577,10 +581,25 @@ pub async fn snapshot(
     snapshot
         .telling_events
         .extend(telling_events(&mut orders).await?);
-    let notices: Vec<(Uuid, String)> = sqlx::query_as("SELECT event_id, state FROM notifications")
-        .fetch_all(&mut *notifications)
-        .await?;
-    for (event_id, state) in notices {
+    // The outboxes keep published events for a while only (`relay.keep_published`): from the
+    // latest of their oldest events on, they hold every event, and a notice from before that
+    // may be of an event pruned since, which is not held against it.
+    let mut kept_since: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT min(occurred_at) FROM outbox")
+            .fetch_one(&mut *orders)
+            .await?;
+    if let Some(payments) = payments_since {
+        kept_since = kept_since.max(Some(payments));
+    }
+    let telling: HashSet<Uuid> = snapshot.telling_events.iter().map(|(id, _)| *id).collect();
+    let notices: Vec<(Uuid, String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT event_id, state, created_at FROM notifications")
+            .fetch_all(&mut *notifications)
+            .await?;
+    for (event_id, state, created_at) in notices {
+        if !telling.contains(&event_id) && kept_since.is_some_and(|since| created_at < since) {
+            continue;
+        }
         snapshot
             .notifications
             .entry(event_id)

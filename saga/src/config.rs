@@ -263,6 +263,11 @@ pub struct KafkaConfig {
     /// The consumer group session timeout. A group join takes about half of it.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// How long the topics a service creates keep a message (`retention.ms`; their segments
+    /// roll daily, so a message is gone at most a day after that). The consumers' inboxes
+    /// remember a message's id at least this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     pub properties: BTreeMap<String, Secret>,
 }
 
@@ -273,6 +278,7 @@ impl Default for KafkaConfig {
             client_id: "oms".into(),
             replication_factor: 1,
             session_timeout: Duration::from_secs(6),
+            retention: Duration::from_secs(7 * 24 * 3600),
             properties: BTreeMap::new(),
         }
     }

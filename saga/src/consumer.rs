@@ -168,6 +168,11 @@ pub struct ConsumerConfig {
     pub max_backoff: Duration,
     /// The most deliveries applied in one transaction; 1 applies each on its own.
     pub batch_size: usize,
+    /// How long the inbox remembers a handled event's id. A message can be delivered again only
+    /// while the broker keeps it, so this must be at least the bus's retention (the consumer
+    /// refuses to start otherwise); older records are deleted in the background.
+    #[serde(with = "humantime_serde")]
+    pub inbox_keep: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -180,6 +185,8 @@ impl Default for ConsumerConfig {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             batch_size: 100,
+            // The bus keeps messages 7 days (8 at most on Kafka, whose segments roll daily).
+            inbox_keep: Duration::from_secs(8 * 24 * 3600),
         }
     }
 }
@@ -266,8 +273,53 @@ impl<H: Handler> Consumer<H> {
         crate::retry::backoff(self.config.min_backoff, self.config.max_backoff)
     }
 
-    /// Consumes until `shutdown` resolves. Stops between batches, never inside one.
+    /// The job that deletes this group's inbox records older than [`ConsumerConfig::inbox_keep`].
+    pub fn pruning(&self) -> crate::retention::Prune {
+        crate::retention::Prune::new(
+            "inbox records",
+            "inbox",
+            self.pool.clone(),
+            "DELETE FROM inbox WHERE consumer = $3 AND event_id IN (SELECT event_id FROM inbox \
+             WHERE consumer = $3 AND processed_at <= now() - make_interval(secs => $1) \
+             ORDER BY processed_at LIMIT $2)",
+            self.config.inbox_keep,
+        )
+        .scoped(self.config.group.clone())
+    }
+
+    /// Consumes until `shutdown` resolves, and prunes its inbox ([`Consumer::pruning`]). Stops
+    /// between batches, never inside one. Refuses to start with an inbox that would forget a
+    /// message the broker may still deliver.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        if self.handler.deduplicates() {
+            return self.consume(shutdown).await;
+        }
+        let retention = self.bus.retention();
+        if self.config.inbox_keep < retention {
+            return Err(Error::Config(format!(
+                "consumer {}: inbox_keep ({}) is shorter than the bus keeps messages ({}): a \
+                 message delivered again after its record is gone would be applied twice",
+                self.config.group,
+                humantime_serde::re::humantime::format_duration(self.config.inbox_keep),
+                humantime_serde::re::humantime::format_duration(retention)
+            )));
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let pruning = crate::schedule::run(
+            Arc::new(self.pruning()),
+            Wake::default(),
+            stop.clone().cancelled_owned(),
+        );
+        let consuming = async {
+            let consumed = self.consume(shutdown).await;
+            stop.cancel();
+            consumed
+        };
+        let (consumed, ()) = tokio::join!(consuming, pruning);
+        consumed
+    }
+
+    async fn consume(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
         let mut subscription = self
             .bus

@@ -38,6 +38,7 @@ pub mod outbox;
 pub mod page;
 pub mod plan;
 pub mod problem;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod schemas;

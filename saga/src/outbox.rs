@@ -2,8 +2,8 @@
 //!
 //! A service writes its events with [`enqueue`] in the same database transaction as the change
 //! they describe, so an event exists if and only if the change committed. Each event is a row of
-//! `outbox`, which is only ever appended to, and its id in `outbox_pending`, the queue of what
-//! is still to go out. The [`Relay`] publishes the queue to the bus in insertion order and takes
+//! `outbox`, kept a while after it went out ([`RelayConfig::keep_published`]) and then pruned,
+//! and its id in `outbox_pending`, the queue of what is still to go out. The [`Relay`] publishes the queue to the bus in insertion order and takes
 //! the ids off it only after the broker acknowledged them: deleting a narrow row costs the
 //! database a fraction of what updating the event's own row did. If the broker is down, events
 //! wait and orders keep being accepted; once it is back they go out, in order. A crash between
@@ -31,6 +31,7 @@ use crate::{
     bus::{EventBus, TopicSpec},
     event::{Codec, EventRecord},
     plan::PlannedPerCall,
+    retention::Prune,
     schedule::Wake,
     trace::Tracer,
 };
@@ -110,6 +111,10 @@ pub struct RelayConfig {
     /// them wait for another instance's relay.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// How long a published event's row stays in the outbox (for `oms check` and for looking
+    /// back), before the relay's pruning job deletes it.
+    #[serde(with = "humantime_serde")]
+    pub keep_published: Duration,
 }
 
 impl Default for RelayConfig {
@@ -117,6 +122,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(250),
+            keep_published: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -189,9 +195,39 @@ impl Relay {
         self
     }
 
-    /// Publishes until `shutdown` resolves. Failures (database or broker away) are retried with
-    /// exponential backoff and jitter; rows are never skipped.
+    /// The job that deletes published rows older than [`RelayConfig::keep_published`], oldest
+    /// first; a row still queued is never deleted, however old.
+    pub fn pruning(&self) -> Prune {
+        Prune::new(
+            "published outbox rows",
+            "outbox",
+            self.pool.clone(),
+            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM outbox o \
+             WHERE o.occurred_at <= now() - make_interval(secs => $1) \
+             AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) \
+             ORDER BY o.id LIMIT $2)",
+            self.config.keep_published,
+        )
+    }
+
+    /// Publishes until `shutdown` resolves, and prunes what it published ([`Relay::pruning`]).
+    /// Failures (database or broker away) are retried with exponential backoff and jitter; rows
+    /// are never skipped.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let pruning = crate::schedule::run(
+            Arc::new(self.pruning()),
+            Wake::default(),
+            stop.clone().cancelled_owned(),
+        );
+        let relaying = async {
+            self.relay(shutdown).await;
+            stop.cancel();
+        };
+        tokio::join!(relaying, pruning);
+    }
+
+    async fn relay(&self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let backoff = || crate::retry::backoff(Duration::from_millis(50), Duration::from_secs(5));
         let mut delays = backoff();

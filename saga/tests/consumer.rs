@@ -124,6 +124,7 @@ impl Fixture {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
             batch_size: 100,
+            ..ConsumerConfig::default()
         };
         let consumer = Consumer::new(
             self.db.pool.clone(),
@@ -436,4 +437,72 @@ async fn a_rewound_group_receives_everything_again_and_applies_nothing_twice() {
     fx.wait_for_effects(&["a", "b", "c", "d", "e"]).await;
     stop.cancel();
     task.await.expect("join").expect("consumer");
+}
+
+/// The inbox remembers a handled event's id as long as the broker may deliver its message again,
+/// and no longer: pruning deletes this group's records past `inbox_keep` and nobody else's, and a
+/// consumer whose inbox would forget sooner than the bus refuses to start.
+#[tokio::test]
+async fn the_inbox_forgets_only_what_the_broker_can_no_longer_deliver() {
+    use oms_saga::schedule::Periodic;
+    let fx = Fixture::new().await;
+    let consumer = |inbox_keep| {
+        Consumer::new(
+            fx.db.pool.clone(),
+            fx.bus.clone(),
+            Arc::new(JsonCodec),
+            fx.recorder.clone(),
+            ConsumerConfig {
+                group: fx.group.clone(),
+                topics: vec![fx.topic.clone()],
+                inbox_keep,
+                ..ConsumerConfig::default()
+            },
+        )
+    };
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        consumer(Duration::from_secs(3600)).run(std::future::pending::<()>()),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("an inbox that forgets sooner than the bus");
+    assert!(refused.to_string().contains("inbox_keep"), "{refused}");
+
+    let keep = fx.bus.retention();
+    let records = |group: String, count: i32, age: Duration| {
+        let pool = fx.db.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO inbox (consumer, event_id, processed_at) \
+                 SELECT $1, gen_random_uuid(), now() - make_interval(secs => $3) \
+                 FROM generate_series(1, $2)",
+            )
+            .bind(group)
+            .bind(count)
+            .bind(age.as_secs_f64())
+            .execute(&pool)
+            .await
+            .expect("inbox records");
+        }
+    };
+    let older = keep + Duration::from_secs(3600);
+    records(fx.group.clone(), 3, older).await;
+    records(fx.group.clone(), 2, keep - Duration::from_secs(3600)).await;
+    records("another-group".into(), 2, older).await;
+
+    let prune = consumer(keep).pruning();
+    assert_eq!(prune.round().await.expect("prune"), 3);
+    assert_eq!(prune.round().await.expect("prune again"), 0);
+    let left: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT consumer, count(*) FROM inbox GROUP BY consumer ORDER BY consumer = $1",
+    )
+    .bind(&fx.group)
+    .fetch_all(&fx.db.pool)
+    .await
+    .expect("inbox");
+    assert_eq!(
+        left,
+        [("another-group".to_owned(), 2), (fx.group.clone(), 2)]
+    );
 }

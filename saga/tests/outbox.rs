@@ -80,6 +80,7 @@ async fn competing_relays_publish_every_event_once_in_per_key_order() {
     let config = RelayConfig {
         batch_size: 7,
         poll_interval: Duration::from_millis(5),
+        ..RelayConfig::default()
     };
     let relays: Vec<_> = (0..3)
         .map(|_| {
@@ -386,5 +387,62 @@ async fn the_relay_reads_waiting_events_by_index_however_small_the_outbox_was_at
         scans().await - before,
         0,
         "one waiting event among 20,011 scanned the outbox"
+    );
+}
+
+/// A published event's row is deleted once it is older than `keep_published`, oldest first, a
+/// batch at a time; a row still queued is never deleted, however old, and a young one is kept.
+#[tokio::test]
+async fn the_relay_prunes_published_rows_past_their_time_and_never_a_queued_one() {
+    use oms_saga::schedule::Periodic;
+    let db = testing::database(&MIGRATOR).await;
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::topic(bus.as_ref(), "outbox", 1).await;
+    let config = RelayConfig {
+        keep_published: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(db.pool.clone(), bus.clone(), Arc::new(JsonCodec), config);
+    for n in 0..5 {
+        enqueue(&db.pool, &topic, "published", n).await;
+    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.clone().run(stop.clone().cancelled_owned()));
+    all_sent(&db.pool, Duration::from_secs(30)).await;
+    stop.cancel();
+    task.await.expect("relay");
+    enqueue(&db.pool, &topic, "queued", 0).await;
+    enqueue(&db.pool, &topic, "young", 0).await;
+    sqlx::query("DELETE FROM outbox_pending WHERE id = (SELECT max(id) FROM outbox)")
+        .execute(&db.pool)
+        .await
+        .expect("publish the young one");
+    sqlx::query(
+        "UPDATE outbox SET occurred_at = now() - interval '2 hours' \
+         WHERE message_key IN ('published', 'queued')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("age them");
+
+    let prune = relay.pruning().batches_of(2);
+    let mut rounds = Vec::new();
+    for _ in 0..4 {
+        rounds.push(prune.round().await.expect("prune"));
+    }
+    assert_eq!(
+        rounds,
+        [2, 2, 1, 0],
+        "five old published rows, two at a time"
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT message_key FROM outbox ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(left, ["queued", "young"]);
+    assert_eq!(
+        unpublished(&db.pool).await,
+        1,
+        "the queued one still goes out"
     );
 }

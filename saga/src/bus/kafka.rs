@@ -17,6 +17,9 @@ use super::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec};
 use crate::{Error, Result, config::KafkaConfig};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a topic's log rolls to a new segment: Kafka deletes whole segments, so a message
+/// outlives its retention by at most this.
+const SEGMENT: Duration = Duration::from_secs(24 * 3600);
 
 pub struct KafkaBus {
     config: KafkaConfig,
@@ -129,6 +132,8 @@ impl KafkaBus {
 #[async_trait]
 impl EventBus for KafkaBus {
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        let retention = self.config.retention.as_millis().to_string();
+        let segment = self.config.retention.min(SEGMENT).as_millis().to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
@@ -137,6 +142,8 @@ impl EventBus for KafkaBus {
                     t.partitions,
                     TopicReplication::Fixed(self.config.replication_factor),
                 )
+                .set("retention.ms", &retention)
+                .set("segment.ms", &segment)
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
@@ -271,6 +278,10 @@ impl EventBus for KafkaBus {
         })
         .await
         .map_err(|e| Error::Bus(format!("rewind: {e}")))?
+    }
+
+    fn retention(&self) -> Duration {
+        self.config.retention + self.config.retention.min(SEGMENT)
     }
 
     async fn kept(&self, topic: &str) -> Result<u64> {

@@ -104,6 +104,10 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// dead letters) that moves no group and leaves nothing behind. Its acks do nothing.
     async fn browse(&self, topics: &[String]) -> Result<Box<dyn Subscription>>;
 
+    /// The longest a message stays on the topics this bus creates, and so the longest after
+    /// which it may still be delivered again (a rewind, a new group).
+    fn retention(&self) -> std::time::Duration;
+
     /// How many messages `topic` keeps now, over all its partitions: as many as a browse from
     /// its start reads before it waits.
     async fn kept(&self, topic: &str) -> Result<u64>;

@@ -398,6 +398,10 @@ impl EventBus for NatsBus {
         Ok(Box::new(self.read(jetstream, None, topics)))
     }
 
+    fn retention(&self) -> Duration {
+        self.config.max_age
+    }
+
     async fn kept(&self, topic: &str) -> Result<u64> {
         Ok(self
             .existing_stream(topic)
