@@ -30,6 +30,8 @@ pub struct Load {
     pub payment_method: String,
     /// Requests in flight at most; beyond it, ticks wait (and the achieved rate says so).
     pub max_in_flight: usize,
+    /// Whether each order carries an `Idempotency-Key` of its own.
+    pub idempotency_keys: bool,
 }
 
 /// What the load did.
@@ -99,14 +101,14 @@ pub async fn run(load: &Load) -> Result<Report, String> {
             break;
         };
         let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
+        let key = load.idempotency_keys.then(Uuid::new_v4);
         tasks.spawn(async move {
             let sent = Instant::now();
-            let answer = http
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&*body)
-                .send()
-                .await;
+            let mut request = http.post(&url).bearer_auth(&token).json(&*body);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key.to_string());
+            }
+            let answer = request.send().await;
             let outcome = match answer {
                 Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                     match r

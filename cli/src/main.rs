@@ -87,6 +87,9 @@ enum Command {
         /// Writes the ids of the accepted orders here, one a line.
         #[arg(long)]
         ids: Option<std::path::PathBuf>,
+        /// Sends each order with an `Idempotency-Key` of its own, as a shop's front end would.
+        #[arg(long)]
+        idempotency_keys: bool,
     },
     /// Checks the saga's invariants against the services' databases and the dead-letter topics;
     /// prints each with its figures, then PASS or FAIL (exit status 1).
@@ -213,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             max_in_flight,
             payment_method,
             ids,
+            idempotency_keys,
         } => {
             let load = oms_cli::load::Load {
                 gateway,
@@ -224,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
                 lines,
                 max_in_flight,
                 payment_method,
+                idempotency_keys,
             };
             let report = oms_cli::load::run(&load)
                 .await

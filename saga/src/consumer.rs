@@ -304,19 +304,7 @@ impl<H: Handler> Consumer<H> {
                 humantime_serde::re::humantime::format_duration(retention)
             )));
         }
-        let stop = tokio_util::sync::CancellationToken::new();
-        let pruning = crate::schedule::run(
-            Arc::new(self.pruning()),
-            Wake::default(),
-            stop.clone().cancelled_owned(),
-        );
-        let consuming = async {
-            let consumed = self.consume(shutdown).await;
-            stop.cancel();
-            consumed
-        };
-        let (consumed, ()) = tokio::join!(consuming, pruning);
-        consumed
+        crate::retention::alongside(self.pruning(), self.consume(shutdown)).await
     }
 
     async fn consume(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {

@@ -208,23 +208,15 @@ impl Relay {
              ORDER BY o.id LIMIT $2)",
             self.config.keep_published,
         )
+        // The relay deletes the queue's rows as it publishes them.
+        .vacuuming("outbox_pending")
     }
 
     /// Publishes until `shutdown` resolves, and prunes what it published ([`Relay::pruning`]).
     /// Failures (database or broker away) are retried with exponential backoff and jitter; rows
     /// are never skipped.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let pruning = crate::schedule::run(
-            Arc::new(self.pruning()),
-            Wake::default(),
-            stop.clone().cancelled_owned(),
-        );
-        let relaying = async {
-            self.relay(shutdown).await;
-            stop.cancel();
-        };
-        tokio::join!(relaying, pruning);
+        crate::retention::alongside(self.pruning(), self.relay(shutdown)).await;
     }
 
     async fn relay(&self, shutdown: impl Future<Output = ()> + Send) {
