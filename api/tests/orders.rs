@@ -42,6 +42,16 @@ impl Client {
             .expect("POST")
     }
 
+    /// POSTs the order with an `Idempotency-Key`; the send's error is the caller's to expect.
+    async fn place_with_key(&self, key: &str, body: &Value) -> reqwest::Result<Response> {
+        self.http
+            .post(self.api.url("/api/orders"))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+    }
+
     async fn get(&self, path: &str) -> Response {
         self.http.get(self.api.url(path)).send().await.expect("GET")
     }
@@ -460,14 +470,7 @@ async fn an_idempotency_key_past_its_time_is_a_new_request_and_is_then_deleted()
     let client = Client::new().await;
     let pool = &client.api.db.pool;
     let body = order_for(Uuid::new_v4());
-    let post = |key: &'static str| {
-        client
-            .http
-            .post(client.api.url("/api/orders"))
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
-    };
+    let post = |key: &'static str| client.place_with_key(key, &body);
     let age = |key: &'static str, hours: i32| async move {
         sqlx::query(
             "UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $2) \
@@ -520,14 +523,9 @@ async fn an_idempotency_key_past_its_time_is_a_new_request_and_is_then_deleted()
 async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     let client = Client::new().await;
     let body = order_for(Uuid::new_v4());
-    let post = |key: &'static str, body: Value| {
-        client
-            .http
-            .post(client.api.url("/api/orders"))
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
-    };
+    let client = &client;
+    let post =
+        |key: &'static str, body: Value| async move { client.place_with_key(key, &body).await };
 
     let first = post("key-1", body.clone()).await.expect("send");
     assert_eq!(first.status(), StatusCode::CREATED);
