@@ -512,9 +512,7 @@ pub async fn snapshot(
             .await?;
         snapshot.unpublished.insert("payments".into(), unpublished);
         snapshot.telling_events = telling_events(&mut payments).await?;
-        payments_since = sqlx::query_scalar("SELECT min(occurred_at) FROM outbox")
-            .fetch_one(&mut *payments)
-            .await?;
+        payments_since = oldest_event(&mut payments).await?;
     }
     for row in rows {
         let status = row
@@ -584,13 +582,7 @@ pub async fn snapshot(
     // The outboxes keep published events for a while only (`relay.keep_published`): from the
     // latest of their oldest events on, they hold every event, and a notice from before that
     // may be of an event pruned since, which is not held against it.
-    let mut kept_since: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT min(occurred_at) FROM outbox")
-            .fetch_one(&mut *orders)
-            .await?;
-    if let Some(payments) = payments_since {
-        kept_since = kept_since.max(Some(payments));
-    }
+    let kept_since = oldest_event(&mut orders).await?.max(payments_since);
     let telling: HashSet<Uuid> = snapshot.telling_events.iter().map(|(id, _)| *id).collect();
     let notices: Vec<(Uuid, String, DateTime<Utc>)> =
         sqlx::query_as("SELECT event_id, state, created_at FROM notifications")
@@ -607,6 +599,13 @@ pub async fn snapshot(
             .push(state);
     }
     Ok(snapshot)
+}
+
+/// When the oldest event an outbox still keeps occurred; `None` for an empty outbox.
+async fn oldest_event(conn: &mut sqlx::PgConnection) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("SELECT min(occurred_at) FROM outbox")
+        .fetch_one(conn)
+        .await
 }
 
 /// The events the notification service must tell, by its own rules, read from the outbox of the

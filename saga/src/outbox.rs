@@ -1,14 +1,14 @@
 //! The transactional outbox.
 //!
-//! A service writes its events with [`enqueue`] in the same database transaction as the change
-//! they describe, so an event exists if and only if the change committed. Each event is a row of
-//! `outbox`, kept a while after it went out ([`RelayConfig::keep_published`]) and then pruned,
-//! and its id in `outbox_pending`, the queue of what is still to go out. The [`Relay`] publishes the queue to the bus in insertion order and takes
-//! the ids off it only after the broker acknowledged them: deleting a narrow row costs the
-//! database a fraction of what updating the event's own row did. If the broker is down, events
-//! wait and orders keep being accepted; once it is back they go out, in order. A crash between
-//! the acknowledgement and the delete republishes a batch, which is why consumers deduplicate by
-//! event id.
+//! A service writes its events with [`enqueue`] in the same database transaction as the change they
+//! describe, so an event exists if and only if the change committed. Each event is a row of
+//! `outbox`, kept a while after it went out ([`RelayConfig::keep_published`]) and then pruned, and
+//! its id in `outbox_pending`, the queue of what is still to go out. The [`Relay`] publishes the
+//! queue to the bus in insertion order and takes the ids off it only after the broker acknowledged
+//! them: deleting a narrow row costs the database a fraction of what updating the event's own row
+//! did. If the broker is down, events wait and orders keep being accepted; once it is back they go
+//! out, in order. A crash between the acknowledgement and the delete republishes a batch, which is
+//! why consumers deduplicate by event id.
 //!
 //! Several relays (one per service instance) may run against one database. A transaction-scoped
 //! advisory lock lets only one relay publish at a time: two relays publishing interleaved

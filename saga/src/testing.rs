@@ -465,6 +465,18 @@ where
     }
 }
 
+/// The dead letters of `topic` once there is at least one, failing after 30 s: a poison event
+/// is dead-lettered when its retries are spent, whenever that is.
+pub async fn dead_letters(bus: &dyn EventBus, topic: &str) -> Vec<crate::bus::Delivery> {
+    eventually(Duration::from_secs(30), "the dead letter", || async {
+        let letters = crate::consumer::dead_letters(bus, topic, Duration::from_secs(1))
+            .await
+            .ok()?;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
+}
+
 /// Reads `count` messages from `topic` with a new group, failing after `limit`.
 pub async fn consume(
     bus: &dyn EventBus,
