@@ -309,6 +309,14 @@ pub struct NatsConfig {
     /// `offsets.retention.minutes`).
     #[serde(with = "humantime_serde")]
     pub group_retention: Duration,
+    /// The most deliveries of one partition a group's member holds unacknowledged: what it
+    /// pulls ahead of the one it is handling.
+    pub in_flight: i64,
+    /// How long a member's hold on a partition lasts unless renewed: how soon the partitions
+    /// of a member that stopped without leaving move to the others. The first service to
+    /// start sets it for all.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 impl Default for NatsConfig {
@@ -321,6 +329,8 @@ impl Default for NatsConfig {
             max_bytes: 1 << 30,
             ack_wait: Duration::from_secs(10),
             group_retention: Duration::from_secs(7 * 24 * 3600),
+            in_flight: 256,
+            lease: Duration::from_secs(10),
         }
     }
 }

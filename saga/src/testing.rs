@@ -140,6 +140,7 @@ fn bus_config_at(kind: BusKind, address: &str) -> BusConfig {
         nats: NatsConfig {
             url: Secret::new(address),
             ack_wait: Duration::from_secs(3),
+            lease: Duration::from_secs(3),
             group_retention: Duration::from_secs(3600),
             // JetStream reserves each stream's limit against the disk's free space: a suite's
             // hundreds of small streams must not claim gigabytes between them.

@@ -4,15 +4,20 @@
 //! - **A topic with partitions** is a stream named after the topic (dots become `_`), with one
 //!   subject per partition: `<topic>.<partition>.<key>`. The key picks the partition by a stable
 //!   hash, so one order's events share a partition; the subject count is the partition count.
-//! - **A consumer group** is one durable pull consumer per partition, `<group>-p<partition>`,
-//!   shared by every instance of the group. Each holds at most one unacknowledged message
-//!   (`max_ack_pending = 1`), so a partition is handled strictly in order even while several
-//!   instances pull from it, and the partitions spread over the instances.
-//! - **Offsets stored after commit** are explicit acks, sent by [`Subscription::ack`].
-//! - **The session timeout** is `ack_wait`: while a delivery is being handled the adapter keeps
-//!   telling the server it is in progress, so only a crashed or hung instance has its delivery
-//!   moved on. [`Delivery::delivered`] counts the attempts, which the consume loop bounds.
+//! - **A consumer group** is one durable pull consumer per partition, `<group>-p<partition>`.
+//! - **A partition assigned to one member** is a lease the members of a group agree on
+//!   ([`member`]); the member holding it reads it in batches, with up to `in_flight` deliveries
+//!   unacknowledged, and hands them on in the partition's order, redeliveries included
+//!   ([`read`]).
+//! - **Offsets stored after commit** are explicit acks, sent by the partition's reader for
+//!   everything up to what [`Subscription::ack`] names.
+//! - **The session timeout** is `ack_wait`: while a member holds a delivery it keeps telling the
+//!   server it is in progress, so only a crashed or hung member has its deliveries moved on.
+//!   [`Delivery::delivered`] counts the attempts, which the consume loop bounds.
 //! - **Headers** are NATS headers, with the same names and values.
+
+mod member;
+mod read;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,7 +28,7 @@ use std::{
 use async_nats::{
     HeaderMap,
     jetstream::{
-        self, AckKind, Context, ErrorCode,
+        self, Context, ErrorCode,
         consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
         context::{ConsumerInfoErrorKind, GetStreamErrorKind},
         response::Response,
@@ -32,9 +37,16 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{OnceCell, mpsc, oneshot};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::{
+    sync::{OnceCell, mpsc},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
 
+use self::{
+    member::Member,
+    read::{Group, Incoming, PartitionReader},
+};
 use super::{Delivery, EventBus, Headers, Message, Subscription, TopicSpec};
 use crate::{Error, Result, config::NatsConfig};
 
@@ -42,8 +54,6 @@ use crate::{Error, Result, config::NatsConfig};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a subscription looks again for a stream that does not exist yet.
 const MISSING_STREAM_POLL: Duration = Duration::from_millis(200);
-/// How long one pull request waits for a message before the reader asks again.
-const PULL_WAIT: Duration = Duration::from_secs(5);
 
 pub struct NatsBus {
     config: NatsConfig,
@@ -216,9 +226,11 @@ impl NatsBus {
             name: group.map(str::to_owned),
             ack_wait: self.config.ack_wait,
             retention: self.config.group_retention,
+            in_flight: self.config.in_flight,
         }
     }
 
+    /// A member of `group` reading `topics`, or a browser of every partition of them.
     fn read(
         &self,
         jetstream: &Context,
@@ -227,20 +239,32 @@ impl NatsBus {
     ) -> NatsSubscription {
         let (sender, receiver) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        for topic in topics {
-            let reader = TopicReader {
-                jetstream: jetstream.clone(),
-                topic: topic.clone(),
-                group: self.group(group),
-                sender: sender.clone(),
-                stop: stop.clone(),
-            };
-            tokio::spawn(reader.run());
-        }
+        let task = match group {
+            Some(group) => tokio::spawn(
+                Member {
+                    jetstream: jetstream.clone(),
+                    group: self.group(Some(group)),
+                    topics: topics.to_vec(),
+                    lease: self.config.lease,
+                    replicas: self.config.replicas,
+                    sender,
+                    stop: stop.clone(),
+                }
+                .run(),
+            ),
+            None => tokio::spawn(browse(
+                jetstream.clone(),
+                self.group(None),
+                topics.to_vec(),
+                sender,
+                stop.clone(),
+            )),
+        };
         NatsSubscription {
             receiver,
-            in_flight: HashMap::new(),
-            _stop: stop.drop_guard(),
+            acks: HashMap::new(),
+            stop,
+            task: Some(task),
         }
     }
 
@@ -468,248 +492,61 @@ impl EventBus for NatsBus {
     }
 }
 
-/// The next message of `consumer`, or `None` if none came within [`PULL_WAIT`].
-async fn next_message(consumer: &PullConsumer) -> Result<Option<jetstream::Message>> {
-    let mut pull = consumer
-        .batch()
-        .max_messages(1)
-        .expires(PULL_WAIT)
-        .messages()
-        .await
-        .map_err(bus_err("pull"))?;
-    pull.next().await.transpose().map_err(bus_err("receive"))
-}
-
-/// A consumer group, as its durable consumers are configured; no name for a browser.
-#[derive(Clone)]
-struct Group {
-    name: Option<String>,
-    ack_wait: Duration,
-    retention: Duration,
-}
-
-impl Group {
-    /// The consumer on `partition`, delivering from `start` when it is new: durable for a
-    /// group, ephemeral and never acked for a browser.
-    fn consumer(&self, topic: &str, partition: u32, start: DeliverPolicy) -> pull::Config {
-        let filter_subject = partition_subject(topic, partition);
-        let Some(name) = &self.name else {
-            return pull::Config {
-                filter_subject,
-                deliver_policy: start,
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            };
-        };
-        pull::Config {
-            durable_name: Some(consumer_name(name, partition)),
-            filter_subject,
-            deliver_policy: start,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            // Unbounded: the consume loop dead-letters an event delivered too often, so the
-            // server never drops one silently.
-            max_deliver: -1,
-            max_ack_pending: 1,
-            inactive_threshold: self.retention,
-            ..Default::default()
-        }
-    }
-}
-
-/// A delivery handed to the subscription, with the way to tell its reader it is done.
-struct Incoming {
-    delivery: Delivery,
-    done: oneshot::Sender<()>,
-}
-
-/// Reads one topic for a group: waits for its stream, then runs a [`PartitionReader`] per
-/// partition.
-struct TopicReader {
+/// Browses `topics`: waits for each one's stream, then reads every partition of it.
+async fn browse(
     jetstream: Context,
-    topic: String,
     group: Group,
+    topics: Vec<String>,
     sender: mpsc::UnboundedSender<Incoming>,
     stop: CancellationToken,
-}
-
-impl TopicReader {
-    async fn run(self) {
-        // A subscribed topic that does not exist yet is waited for, not an error: the
-        // producing service creates it when it starts.
+) {
+    let mut readers = tokio::task::JoinSet::new();
+    for topic in topics {
+        // A topic that does not exist yet is waited for: its producer creates it.
         let stream = loop {
-            match self.jetstream.get_stream(stream_name(&self.topic)).await {
+            match jetstream.get_stream(stream_name(&topic)).await {
                 Ok(stream) => break stream,
                 Err(e) => {
-                    tracing::debug!(topic = %self.topic, error = %e, "waiting for the stream");
+                    tracing::debug!(%topic, error = %e, "waiting for the stream");
                     tokio::select! {
-                        _ = self.stop.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(MISSING_STREAM_POLL) => {}
                     }
                 }
             }
         };
-        let partitions = partition_count(&stream);
-        let mut readers = tokio::task::JoinSet::new();
-        for partition in 0..partitions {
+        for partition in 0..partition_count(&stream) {
             readers.spawn(
                 PartitionReader {
                     stream: stream.clone(),
-                    topic: self.topic.clone(),
-                    group: self.group.clone(),
+                    topic: topic.clone(),
+                    group: group.clone(),
                     partition,
-                    sender: self.sender.clone(),
-                    stop: self.stop.clone(),
-                    browsed: None,
+                    sender: sender.clone(),
+                    stop: stop.clone(),
                 }
                 .run(),
             );
         }
-        while readers.join_next().await.is_some() {}
     }
+    while readers.join_next().await.is_some() {}
 }
 
-/// Reads one partition's durable consumer and hands each message on, one at a time, keeping
-/// it in progress until the subscription acknowledges it.
-struct PartitionReader {
-    stream: stream::Stream,
-    topic: String,
-    group: Group,
-    partition: u32,
-    sender: mpsc::UnboundedSender<Incoming>,
-    stop: CancellationToken,
-    /// The last stream sequence a browser received, to resume after it.
-    browsed: Option<u64>,
-}
-
-impl PartitionReader {
-    async fn run(mut self) {
-        let mut delays = crate::retry::backoff(MISSING_STREAM_POLL, Duration::from_secs(5));
-        loop {
-            match self.read().await {
-                // The subscription is gone.
-                Ok(()) => return,
-                Err(e) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
-                        retry_in = ?delay, "reading a partition failed; retrying");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads until the subscription is dropped (`Ok`) or the consumer fails.
-    async fn read(&mut self) -> Result<()> {
-        let consumer: PullConsumer = match &self.group.name {
-            Some(name) => {
-                self.stream
-                    .get_or_create_consumer(
-                        &consumer_name(name, self.partition),
-                        // A new group starts from the first message, as with Kafka.
-                        self.group
-                            .consumer(&self.topic, self.partition, DeliverPolicy::All),
-                    )
-                    .await
-            }
-            None => {
-                let start = match self.browsed {
-                    Some(last) => DeliverPolicy::ByStartSequence {
-                        start_sequence: last + 1,
-                    },
-                    None => DeliverPolicy::All,
-                };
-                self.stream
-                    .create_consumer(self.group.consumer(&self.topic, self.partition, start))
-                    .await
-            }
-        }
-        .map_err(bus_err("consumer"))?;
-        let prefix_len = self.topic.len() + 1;
-        loop {
-            // One message per pull request, asked for only once the one before is done: a
-            // reader holding a delivery has no request waiting at the server, so a delivery it
-            // hands back goes to another instance rather than to it again. Stopping waits for
-            // nothing but the next message; one being handled is handed back below, never
-            // dropped unanswered.
-            let message = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
-                next = next_message(&consumer) => match next? {
-                    Some(message) => message,
-                    None => continue,
-                },
-            };
-            let info = message.info().map_err(bus_err("message info"))?;
-            let key = message
-                .subject
-                .get(prefix_len..)
-                .and_then(|rest| rest.split_once('.'))
-                .map(|(_, token)| key_from_token(token))
-                .unwrap_or_default();
-            let delivery = Delivery {
-                message: Message {
-                    topic: self.topic.clone(),
-                    key,
-                    payload: message.payload.to_vec(),
-                    headers: from_nats_headers(message.headers.as_ref()),
-                },
-                partition: i32::try_from(self.partition).unwrap_or(i32::MAX),
-                offset: i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
-                delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                behind: Some(info.pending),
-            };
-            let (done, mut acked) = oneshot::channel();
-            if self.sender.send(Incoming { delivery, done }).is_err() {
-                self.give_back(&message).await;
-                return Ok(());
-            }
-            if self.group.name.is_none() {
-                self.browsed = Some(info.stream_sequence);
-                continue;
-            }
-            // Until it is handled, tell the server the delivery is in progress, so that it is
-            // redelivered only if this process stops.
-            let mut progress = tokio::time::interval(self.group.ack_wait / 3);
-            progress.tick().await;
-            loop {
-                tokio::select! {
-                    result = &mut acked => {
-                        if result.is_err() {
-                                                        self.give_back(&message).await;
-                            return Ok(());
-                        }
-                        message.ack().await.map_err(bus_err("ack"))?;
-                        break;
-                    }
-                    _ = progress.tick() => {
-                        if let Err(e) = message.ack_with(AckKind::Progress).await {
-                            tracing::warn!(error = %e, "cannot extend a delivery's ack wait");
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Hands an unhandled delivery back to the server, for another instance to take now
-    /// rather than after `ack_wait`: the subscription was dropped (the process is stopping).
-    async fn give_back(&self, message: &jetstream::Message) {
-        if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
-            tracing::debug!(error = %e, "cannot hand a delivery back; it comes again after ack_wait");
-        }
-    }
-}
-
+/// A group's member, or a browser: deliveries from its partitions' readers.
 struct NatsSubscription {
     receiver: mpsc::UnboundedReceiver<Incoming>,
-    /// The reader waiting for each delivery's ack, by (topic, partition).
-    in_flight: HashMap<(String, i32), (i64, oneshot::Sender<()>)>,
-    /// Dropping the subscription stops its readers; a reader holding a delivery hands it back.
-    _stop: DropGuard,
+    /// Where to acknowledge each partition's deliveries: its reader.
+    acks: HashMap<(String, i32), mpsc::UnboundedSender<i64>>,
+    stop: CancellationToken,
+    /// The member's task, or the browser's readers.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for NatsSubscription {
+    /// Stops the readers, which hand back what they hold; the member gives its partitions up.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 #[async_trait]
@@ -721,23 +558,28 @@ impl Subscription for NatsSubscription {
             .await
             .ok_or_else(|| Error::Bus("nats: every reader stopped".into()))?;
         let delivery = incoming.delivery;
-        self.in_flight.insert(
+        self.acks.insert(
             (delivery.message.topic.clone(), delivery.partition),
-            (delivery.offset, incoming.done),
+            incoming.acks,
         );
         Ok(delivery)
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<()> {
         let key = (delivery.message.topic.clone(), delivery.partition);
-        if let Some((offset, _)) = self.in_flight.get(&key)
-            && *offset <= delivery.offset
-            && let Some((_, done)) = self.in_flight.remove(&key)
-        {
-            // The reader may be gone already (a reconnect); the delivery then comes again.
-            let _ = done.send(());
+        if let Some(acks) = self.acks.get(&key) {
+            // The reader may be gone already (the partition moved on); the delivery then comes
+            // again to the partition's next reader.
+            let _ = acks.send(delivery.offset);
         }
         Ok(())
+    }
+
+    async fn close(mut self: Box<Self>) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
     }
 }
 
