@@ -69,6 +69,15 @@ wait_for() {
   done
 }
 
+# wait_started NAME TIMEOUT_S DESCRIPTION COMMAND...: wait_for, for what start_process started as
+# NAME; if it does not come up, the end of its log says why.
+wait_started() {
+  local log="$OMS_STATE_DIR/logs/$1.log"; shift
+  (wait_for "$@") && return 0
+  [[ -f "$log" ]] && { echo "the end of $log:" >&2; tail -n 20 "$log" >&2; }
+  exit 1
+}
+
 # install_nisshi: the broker, built once from crates.io (about 14 minutes on two cores; its 1.5 GB
 # build folder is removed afterwards). Only its SQLite engine is built.
 install_nisshi() {
@@ -111,7 +120,7 @@ ensure_stripe() {
   fi
   log "starting localstripe on 127.0.0.1:$OMS_STRIPE_PORT"
   start_process stripe "$(dirname "$OMS_LOCALSTRIPE")/python" "$OMS_ROOT/scripts/run-localstripe.py" "$OMS_STRIPE_PORT"
-  wait_for 30 "localstripe" port_open "$OMS_STRIPE_PORT"
+  wait_started stripe 30 "localstripe" port_open "$OMS_STRIPE_PORT"
   is_running stripe || die "localstripe exited; see $OMS_STATE_DIR/logs/stripe.log"
 }
 
@@ -169,7 +178,7 @@ ensure_broker() {
     --listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
     --storage-engine sqlite://nisshi.db
-  wait_for 10 "the broker" port_open "$OMS_KAFKA_PORT"
+  wait_started broker 30 "the broker" port_open "$OMS_KAFKA_PORT"
   sleep 0.3
   is_running broker || die "the broker exited; see $OMS_STATE_DIR/logs/broker.log"
 }
@@ -184,7 +193,7 @@ ensure_nats() {
   apt_install nats-server nats-server
   log "starting NATS with JetStream on 127.0.0.1:$OMS_NATS_PORT"
   start_process broker nats-server -a 127.0.0.1 -p "$OMS_NATS_PORT" -js -sd "$OMS_STATE_DIR/nats"
-  wait_for 10 "NATS" port_open "$OMS_NATS_PORT"
+  wait_started broker 10 "NATS" port_open "$OMS_NATS_PORT"
   sleep 0.3
   is_running broker || die "NATS exited; see $OMS_STATE_DIR/logs/broker.log"
 }
@@ -228,7 +237,7 @@ ensure_redis() {
     command -v redis-server >/dev/null || die "Redis is not running and not installed (apt-get install redis-server)"
     log "starting Redis on 127.0.0.1:$OMS_REDIS_PORT"
     start_process redis redis-server --bind 127.0.0.1 --port "$OMS_REDIS_PORT" --save "" --appendonly no
-    wait_for 10 "Redis" redis-cli -p "$OMS_REDIS_PORT" ping
+    wait_started redis 10 "Redis" redis-cli -p "$OMS_REDIS_PORT" ping
   fi
 }
 
