@@ -41,13 +41,18 @@ enum Command {
         command: DlqCommand,
     },
     /// Moves a consumer group back to the start of a topic, so that it receives everything
-    /// again (stop the group's consumers first).
+    /// again (stop the group's consumers first). Refused if it would deliver again a message
+    /// older than the group's inbox remembers.
     Rewind {
         group: String,
         topic: String,
         /// Goes back this many messages in each partition, instead of to the start.
         #[arg(long)]
         by: Option<u64>,
+        /// How long the group's inbox remembers an event: its service's `consumer.inbox_keep`
+        /// (8 days unless set).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        inbox_keep: Option<Duration>,
     },
     /// Publishes a message that is no event (raw bytes, no headers), as a broken producer
     /// would: a drill for the dead-letter path.
@@ -191,8 +196,16 @@ async fn main() -> anyhow::Result<()> {
             let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
             eprintln!("redrove {sent} dead letter(s) to {topic}");
         }
-        Command::Rewind { group, topic, by } => {
-            let again = bus.rewind(&group, &topic, by).await?;
+        Command::Rewind {
+            group,
+            topic,
+            by,
+            inbox_keep,
+        } => {
+            let inbox_keep =
+                inbox_keep.unwrap_or(oms_saga::consumer::ConsumerConfig::default().inbox_keep);
+            let not_before = std::time::SystemTime::now() - inbox_keep;
+            let again = bus.rewind(&group, &topic, by, not_before).await?;
             eprintln!("{group} will receive {again} message(s) of {topic} again");
         }
         Command::Inject { topic, key, text } => {

@@ -56,6 +56,19 @@ pub enum Error {
 
     #[error("telemetry: {0}")]
     Telemetry(String),
+
+    #[error(
+        "rewinding {group} on {topic} would deliver again messages of partition {partition} \
+         published before {not_before}, the oldest its inbox remembers: an event applied then \
+         could be applied twice; nothing was moved"
+    )]
+    RewindTooFar {
+        group: String,
+        topic: String,
+        partition: i32,
+        /// RFC 3339.
+        not_before: String,
+    },
 }
 
 impl Error {

@@ -395,14 +395,31 @@ async fn a_rewound_group_receives_everything_again_and_applies_nothing_twice() {
     stop.cancel();
     task.await.expect("join").expect("consumer");
 
-    // The group's position reaches the end once its last commit lands.
+    // An inbox that remembers nothing published before a minute from now: a rewind over these
+    // events could apply them twice, and is refused.
+    let refused = fx
+        .bus
+        .rewind(
+            &fx.group,
+            &fx.topic,
+            None,
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(oms_saga::Error::RewindTooFar { .. })),
+        "{refused:?}"
+    );
+
+    // The group's position reaches the end once its last commit lands (and the refused rewind
+    // moved nothing: a group moved back would have nothing left to go back over).
     let again = testing::eventually(
         Duration::from_secs(20),
         "the group to be rewound over all four",
         || async {
             let again = fx
                 .bus
-                .rewind(&fx.group, &fx.topic, None)
+                .rewind(&fx.group, &fx.topic, None, std::time::UNIX_EPOCH)
                 .await
                 .expect("rewind");
             (again == 4).then_some(again)

@@ -1,6 +1,6 @@
 //! The Kafka adapter, over librdkafka. The only module that names rdkafka types.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rdkafka::{
@@ -224,14 +224,20 @@ impl EventBus for KafkaBus {
         self.consume(&group, topics, false)
     }
 
-    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
+    async fn rewind(
+        &self,
+        group: &str,
+        topic: &str,
+        back: Option<u64>,
+        not_before: SystemTime,
+    ) -> Result<u64> {
         let mut client = Self::client_config(&self.config);
         client
             .set("group.id", group)
             .set("enable.auto.commit", "false");
         let consumer: BaseConsumer =
             Self::create(client, &self.config).map_err(bus_err("consumer"))?;
-        let topic = topic.to_owned();
+        let (group, topic) = (group.to_owned(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
             let metadata = consumer
                 .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
@@ -249,8 +255,8 @@ impl EventBus for KafkaBus {
             let committed = consumer
                 .committed_offsets(all, METADATA_TIMEOUT)
                 .map_err(bus_err("committed offsets"))?;
-            let mut rewound = TopicPartitionList::new();
-            let mut again = 0;
+            // Where each partition's group is, and where it goes.
+            let mut moves = Vec::with_capacity(partitions.len());
             for partition in partitions {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
@@ -266,6 +272,33 @@ impl EventBus for KafkaBus {
                     Some(back) => (at - i64::try_from(back).unwrap_or(i64::MAX)).max(low),
                     None => low,
                 };
+                moves.push((partition, at, to));
+            }
+            // The first message of each partition published at `not_before` or later; none
+            // is that recent where the answer is the end.
+            let since = not_before
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let mut times = TopicPartitionList::new();
+            for (partition, _, _) in &moves {
+                times
+                    .add_partition_offset(&topic, *partition, Offset::Offset(since))
+                    .map_err(bus_err("rewind"))?;
+            }
+            let recent = consumer
+                .offsets_for_times(times, METADATA_TIMEOUT)
+                .map_err(bus_err("offsets for times"))?;
+            let mut rewound = TopicPartitionList::new();
+            let mut again = 0;
+            for (partition, at, to) in moves {
+                let first_recent =
+                    match recent.find_partition(&topic, partition).map(|p| p.offset()) {
+                        Some(Offset::Offset(first)) => first,
+                        _ => at,
+                    };
+                if to < at && to < first_recent {
+                    return Err(super::too_far(&group, &topic, partition, not_before));
+                }
                 again += (at - to).max(0) as u64;
                 rewound
                     .add_partition_offset(&topic, partition, Offset::Offset(to))

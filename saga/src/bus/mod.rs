@@ -12,12 +12,12 @@
 mod kafka;
 mod nats;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
 
 use crate::{
-    Result,
+    Error, Result,
     config::{BusConfig, BusKind},
 };
 
@@ -63,7 +63,9 @@ pub struct Delivery {
     pub partition: i32,
     pub offset: i64,
     /// How many times the broker has delivered this message, this time included, as far as
-    /// it tells: JetStream counts, Kafka does not (always 1).
+    /// it tells: JetStream counts, Kafka does not (always 1). Of the messages a member held
+    /// when it stopped, only the first, the one it most likely stopped on, keeps its count;
+    /// the others count 1 until each is first in turn.
     pub delivered: u32,
     /// How many messages of its partition are behind this one, as the broker last reported;
     /// `None` if it has not. The consumer's lag, per partition.
@@ -119,7 +121,18 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// message with `None`, so that its consumers receive them again: a replay, or a drill that
     /// proves redelivery changes nothing. Meant for a group with no consumer running. Returns
     /// how many messages the group will receive again.
-    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64>;
+    ///
+    /// `not_before` is the oldest the group's inbox remembers (now less its `inbox_keep`): a
+    /// message published before it may have been applied and forgotten, and would be applied
+    /// twice. A rewind that would deliver one again is refused ([`Error::RewindTooFar`]) and
+    /// moves nothing.
+    async fn rewind(
+        &self,
+        group: &str,
+        topic: &str,
+        back: Option<u64>,
+        not_before: SystemTime,
+    ) -> Result<u64>;
 }
 
 #[async_trait]
@@ -134,6 +147,17 @@ pub trait Subscription: Send {
     /// broker to confirm. Dropping a subscription leaves too, in the background: neither ever
     /// holds up the caller's thread for a broker that does not answer.
     async fn close(self: Box<Self>) {}
+}
+
+/// The refusal of a rewind of `group` on `topic` that would deliver again messages of
+/// `partition` published before `not_before`.
+pub(crate) fn too_far(group: &str, topic: &str, partition: i32, not_before: SystemTime) -> Error {
+    Error::RewindTooFar {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+        not_before: humantime_serde::re::humantime::format_rfc3339_seconds(not_before).to_string(),
+    }
 }
 
 /// Connects to the configured bus.

@@ -22,7 +22,7 @@ mod read;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Mutex,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_nats::{
@@ -450,12 +450,19 @@ impl EventBus for NatsBus {
         }
     }
 
-    async fn rewind(&self, group: &str, topic: &str, back: Option<u64>) -> Result<u64> {
+    async fn rewind(
+        &self,
+        group: &str,
+        topic: &str,
+        back: Option<u64>,
+        not_before: SystemTime,
+    ) -> Result<u64> {
         let stream = self.existing_stream(topic).await?;
-        let partitions = partition_count(&stream);
         let last = stream.cached_info().state.last_sequence;
-        let mut again = 0;
-        for partition in 0..partitions {
+        // Where each partition's group is, and what it would receive again; nothing moves
+        // before every partition is known to stay within the inbox's memory.
+        let mut moves = Vec::new();
+        for partition in 0..partition_count(&stream) {
             let name = consumer_name(group, partition);
             // Where the group is: its acknowledged floor, or the end for a group that never
             // read this partition (as Kafka counts a group without a committed offset).
@@ -470,6 +477,19 @@ impl EventBus for NatsBus {
             let Some(&first) = sequences.front() else {
                 continue;
             };
+            let sent = stream
+                .get_raw_message(first)
+                .await
+                .map_err(bus_err("rewind"))?
+                .time;
+            if SystemTime::from(sent) < not_before {
+                let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+                return Err(super::too_far(group, topic, partition, not_before));
+            }
+            moves.push((name, partition, at, first, sequences.len() as u64));
+        }
+        let mut again = 0;
+        for (name, partition, at, first, count) in moves {
             if at.is_some() {
                 stream
                     .delete_consumer(&name)
@@ -486,7 +506,7 @@ impl EventBus for NatsBus {
                 ))
                 .await
                 .map_err(bus_err("create consumer"))?;
-            again += sequences.len() as u64;
+            again += count;
         }
         Ok(again)
     }
