@@ -164,7 +164,8 @@ install_browser() {
 
 # ensure_broker: a Kafka-compatible broker on $OMS_KAFKA_PORT, started if absent: nisshi, which
 # keeps its topics and the groups' offsets in SQLite under $OMS_STATE_DIR/broker, so that a
-# broker that crashes and starts again has lost nothing it acknowledged.
+# broker that crashes and starts again has lost nothing it acknowledged. A new group's first
+# rebalance waits 3 s for more members, or OMS_BROKER_REBALANCE_DELAY.
 ensure_broker() {
   install_nisshi
   if port_open "$OMS_KAFKA_PORT"; then
@@ -177,7 +178,8 @@ ensure_broker() {
   start_process broker env -C "$OMS_STATE_DIR/broker" "$OMS_NISSHI_BIN" broker \
     --listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$OMS_KAFKA_PORT" \
-    --storage-engine sqlite://nisshi.db
+    --storage-engine sqlite://nisshi.db \
+    --group-initial-rebalance-delay "${OMS_BROKER_REBALANCE_DELAY:-3s}"
   wait_started broker 30 "the broker" port_open "$OMS_KAFKA_PORT"
   sleep 0.3
   is_running broker || die "the broker exited; see $OMS_STATE_DIR/logs/broker.log"

@@ -389,6 +389,9 @@ fn dedicated_nisshi() -> Process {
         &url,
         "--storage-engine",
         "sqlite://nisshi.db",
+        // A test's groups are its own: none waits for more members to join.
+        "--group-initial-rebalance-delay",
+        "0s",
     ]);
     let mut process = Process::start(command, SocketAddr::from(([127, 0, 0, 1], port)), "nisshi");
     process.dir = Some(dir);
