@@ -90,7 +90,12 @@ impl Member {
             renewed: None,
         };
         let mut delays = crate::retry::backoff(Duration::from_millis(200), Duration::from_secs(5));
-        let mut tick = tokio::time::interval(TAKE_EVERY.min(self.lease / 3));
+        // A zero lease (a misconfiguration) must not make a zero period, which tokio refuses.
+        let mut tick = tokio::time::interval(
+            TAKE_EVERY
+                .min(self.lease / 3)
+                .max(Duration::from_millis(10)),
+        );
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,

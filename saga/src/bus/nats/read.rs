@@ -164,7 +164,8 @@ impl PartitionReader {
             .await
             .map_err(bus_err("pull"))?;
         let (acks, mut acked) = mpsc::unbounded_channel();
-        let mut progress = tokio::time::interval(self.group.ack_wait / 3);
+        let mut progress =
+            tokio::time::interval((self.group.ack_wait / 3).max(Duration::from_millis(10)));
         let mut sync = tokio::time::interval(SYNC_CHECK);
         let result = loop {
             let ready = hand.ready();
