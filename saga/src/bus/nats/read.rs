@@ -169,14 +169,17 @@ impl PartitionReader {
         let mut sync = tokio::time::interval(SYNC_CHECK);
         let result = loop {
             let ready = hand.ready();
-            if self.hand_on(hand.newest(ready), &hand, &acks).is_err() {
+            if self
+                .hand_on(hand.newest(ready), Some(&hand), &acks)
+                .is_err()
+            {
                 break Ok(());
             }
             tokio::select! {
                 _ = self.stop.cancelled() => break Ok(()),
                 message = messages.next() => match message {
                     Some(Ok(message)) => {
-                        if let Err(e) = hand.take(message).await {
+                        if let Err(e) = hand.take(message) {
                             break Err(e);
                         }
                     }
@@ -210,16 +213,17 @@ impl PartitionReader {
         result
     }
 
-    /// Hands deliveries to the subscription; an error when it is gone.
+    /// Hands deliveries to the subscription; an error when it is gone. A group's `hand` says
+    /// whose delivery count stands; a browser's always does.
     fn hand_on<'m>(
         &self,
         ready: impl Iterator<Item = &'m jetstream::Message>,
-        hand: &InHand,
+        hand: Option<&InHand>,
         acks: &mpsc::UnboundedSender<i64>,
     ) -> Result<()> {
         for message in ready {
             let mut delivery = self.delivery(message)?;
-            if !hand.counts(delivery.offset) {
+            if hand.is_some_and(|hand| !hand.counts(delivery.offset)) {
                 delivery.delivered = 1;
             }
             let incoming = Incoming {
@@ -266,7 +270,7 @@ impl PartitionReader {
                 .map_err(bus_err("message info"))?
                 .stream_sequence;
             if self
-                .hand_on(std::iter::once(&message), &InHand::new(0, 0), &acks)
+                .hand_on(std::iter::once(&message), None, &acks)
                 .is_err()
             {
                 return Ok(());
@@ -339,17 +343,14 @@ impl InHand {
     }
 
     /// Takes a delivery, to be handed on by [`InHand::ready`].
-    async fn take(&mut self, message: jetstream::Message) -> Result<()> {
+    fn take(&mut self, message: jetstream::Message) -> Result<()> {
         let sequence = message
             .info()
             .map_err(bus_err("message info"))?
             .stream_sequence;
+        // One handed on already was redelivered (its ack wait ran out): the first copy stands.
         if sequence > self.last {
             self.waiting.entry(sequence).or_insert(message);
-        } else if !self.handed.iter().any(|(handed, _)| *handed == sequence) {
-            // Handed on and acknowledged before, and the acknowledgement was lost (the server
-            // restarted): acknowledged again. One still in hand stands as the first copy.
-            message.ack().await.map_err(bus_err("ack"))?;
         }
         Ok(())
     }
