@@ -3,7 +3,9 @@
 //! - `oms tail TOPIC`: the console consumer; each event as one JSON line with its key, headers
 //!   and decoded body.
 //! - `oms dlq list TOPIC`: the dead letters of TOPIC, with why and where from.
-//! - `oms dlq redrive TOPIC`: sends chosen dead letters (or all) back to TOPIC.
+//! - `oms dlq redrive TOPIC`: sends chosen dead letters (or all) back to TOPIC, to be tried again;
+//!   `oms dlq discard TOPIC`: gives them up. Either releases the later events of the same order
+//!   that the consumer parked behind each letter.
 //! - `oms schemas subjects`, `oms schemas show SUBJECT [VERSION]`: browses the schema registry.
 //! - `oms check`: the saga's invariants, read from the databases and dead-letter topics
 //!   ([`check`]).
@@ -152,12 +154,14 @@ pub async fn dlq_list(
     Ok(letters)
 }
 
-/// Redrives the dead letters of `topic` at `offsets` of its dead-letter topic, or all of them.
-pub async fn dlq_redrive(
+/// Redrives or discards the dead letters of `topic` at `offsets` of its dead-letter topic, or
+/// all of them: either releases the events their consumers parked behind them.
+pub async fn dlq_release(
     bus: &dyn EventBus,
     topic: &str,
     offsets: &[i64],
     idle: Duration,
+    action: consumer::Action,
 ) -> Result<usize> {
     let letters = consumer::dead_letters(bus, topic, idle).await?;
     let chosen: Vec<Delivery> = if offsets.is_empty() {
@@ -179,7 +183,7 @@ pub async fn dlq_redrive(
             .filter(|l| offsets.contains(&l.offset))
             .collect()
     };
-    Ok(consumer::redrive(bus, &chosen).await?)
+    Ok(consumer::release(bus, &chosen, action).await?)
 }
 
 /// GETs a registry path and returns its JSON, or the registry's own error message.

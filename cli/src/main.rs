@@ -6,6 +6,7 @@ use oms_saga::{
     avro::AvroCodec,
     bus,
     config::{self, ConfigArgs},
+    consumer::Action,
 };
 
 /// The OMS command line.
@@ -133,17 +134,44 @@ enum DlqCommand {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         idle: Duration,
     },
-    /// Sends dead letters back to TOPIC: those at the given offsets of TOPIC.dlq, or all.
+    /// Sends dead letters back to TOPIC to be tried again: those at the given offsets of
+    /// TOPIC.dlq, or all. The consumer that dead-lettered one applies it, then the later events
+    /// of its order that it parked behind it.
     Redrive {
-        topic: String,
-        /// An offset in TOPIC.dlq, as `dlq list` shows it; may be repeated.
-        #[arg(long = "offset", required_unless_present = "all")]
-        offsets: Vec<i64>,
-        #[arg(long, conflicts_with = "offsets")]
-        all: bool,
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        idle: Duration,
+        #[command(flatten)]
+        letters: Letters,
     },
+    /// Gives up dead letters: the consumer that dead-lettered one applies the later events of
+    /// its order that it parked behind it, and never the letter.
+    Discard {
+        #[command(flatten)]
+        letters: Letters,
+    },
+}
+
+/// The dead letters a redrive or a discard takes.
+#[derive(clap::Args)]
+struct Letters {
+    topic: String,
+    /// An offset in TOPIC.dlq, as `dlq list` shows it; may be repeated.
+    #[arg(long = "offset", required_unless_present = "all")]
+    offsets: Vec<i64>,
+    #[arg(long, conflicts_with = "offsets")]
+    all: bool,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+}
+
+impl Letters {
+    async fn release(self, bus: &dyn bus::EventBus, action: Action) -> anyhow::Result<()> {
+        let sent = oms_cli::dlq_release(bus, &self.topic, &self.offsets, self.idle, action).await?;
+        let done = match action {
+            Action::Redrive => "redrove",
+            Action::Discard => "discarded",
+        };
+        eprintln!("{done} {sent} dead letter(s) of {}", self.topic);
+        Ok(())
+    }
 }
 
 fn parse_line(text: &str) -> Result<(String, u32), String> {
@@ -185,17 +213,11 @@ async fn main() -> anyhow::Result<()> {
             oms_cli::dlq_list(bus.as_ref(), &codec, &topic, idle, out).await?;
         }
         Command::Dlq {
-            command:
-                DlqCommand::Redrive {
-                    topic,
-                    offsets,
-                    all: _,
-                    idle,
-                },
-        } => {
-            let sent = oms_cli::dlq_redrive(bus.as_ref(), &topic, &offsets, idle).await?;
-            eprintln!("redrove {sent} dead letter(s) to {topic}");
-        }
+            command: DlqCommand::Redrive { letters },
+        } => letters.release(bus.as_ref(), Action::Redrive).await?,
+        Command::Dlq {
+            command: DlqCommand::Discard { letters },
+        } => letters.release(bus.as_ref(), Action::Discard).await?,
         Command::Rewind {
             group,
             topic,

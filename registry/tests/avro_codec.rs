@@ -223,18 +223,19 @@ async fn bytes_that_are_not_framed_avro_or_name_an_unknown_schema_are_dead_lette
     let codec = fx.codec();
     let good = EventRecord::new(&fx.topic, &order(None));
     let mut headers = good.to_message(&codec).await.expect("encode").headers;
-    let mut garbage = |payload: Vec<u8>| {
+    // Each of its own key: a dead letter holds back the later events of its key.
+    let mut garbage = |key: &str, payload: Vec<u8>| {
         headers.insert(header::EVENT_ID, Uuid::new_v4().to_string());
         Message {
             topic: fx.topic.clone(),
-            key: "k".into(),
+            key: key.into(),
             payload,
             headers: headers.clone(),
         }
     };
-    let not_framed = garbage(b"{\"orderId\": 1}".to_vec());
+    let not_framed = garbage("not-framed", b"{\"orderId\": 1}".to_vec());
     // Magic byte, then schema id 99999, which the registry never issued.
-    let unknown_schema = garbage(vec![0, 0x00, 0x01, 0x86, 0x9f, 2, 4, 6]);
+    let unknown_schema = garbage("unknown-schema", vec![0, 0x00, 0x01, 0x86, 0x9f, 2, 4, 6]);
     let messages = vec![
         not_framed,
         unknown_schema,

@@ -1,5 +1,5 @@
 //! The shared consume loop against real PostgreSQL and a real broker: deduplication, retries,
-//! dead letters and redrive.
+//! dead letters, the events they park, and their release.
 
 use std::{
     sync::{
@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use oms_saga::{
     bus::{self, EventBus, Headers, Message},
     config::BusKind,
-    consumer::{self, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
+    consumer::{self, Action, Consumer, ConsumerConfig, Handler, HandlerError, dlq_header},
     event::{Event, EventRecord, JsonCodec},
     schedule::Wake,
     testing::{self, TestDatabase},
@@ -166,6 +166,58 @@ impl Fixture {
             .expect("effects")
     }
 
+    /// The effects in the order they were applied.
+    async fn applied(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT key FROM effects ORDER BY seq")
+            .fetch_all(&self.db.pool)
+            .await
+            .expect("effects")
+    }
+
+    /// The keys this group parked, and how many events wait behind them.
+    async fn parked(&self) -> (Vec<String>, i64) {
+        let keys =
+            sqlx::query_scalar("SELECT key FROM parked_keys WHERE consumer = $1 ORDER BY key")
+                .bind(&self.group)
+                .fetch_all(&self.db.pool)
+                .await
+                .expect("parked keys");
+        let events = sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE consumer = $1")
+            .bind(&self.group)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("parked events");
+        (keys, events)
+    }
+
+    async fn wait_for_parked(&self, keys: &[&str], events: i64) {
+        testing::eventually(
+            Duration::from_secs(30),
+            &format!("{events} events parked behind {keys:?}"),
+            || async {
+                let (parked, behind) = self.parked().await;
+                (parked == keys && behind == events).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The dead letters, once there are `count`.
+    async fn letters(&self, count: usize) -> Vec<bus::Delivery> {
+        testing::eventually(
+            Duration::from_secs(30),
+            &format!("{count} dead letters"),
+            || async {
+                let letters =
+                    consumer::dead_letters(self.bus.as_ref(), &self.topic, Duration::from_secs(2))
+                        .await
+                        .expect("dlq");
+                (letters.len() == count).then_some(letters)
+            },
+        )
+        .await
+    }
+
     async fn wait_for_effects(&self, expected: &[&str]) {
         testing::eventually(
             Duration::from_secs(30),
@@ -209,13 +261,13 @@ async fn a_redelivered_or_duplicated_event_changes_nothing() {
 }
 
 /// Events that are waiting when the consumer starts arrive together. On Kafka they are applied
-/// in few transactions; on NATS a partition hands out one message at a time, so batches only
-/// gather several partitions. Either way a poison event among them, and repeats before and
-/// after it, change nothing for the others: each is applied once, in order, and the poison
-/// event goes to the dead letters alone.
+/// in few transactions; on NATS batches gather what each partition has in flight. A poison event
+/// among them goes to the dead letters alone, and the events of its key behind it, repeats
+/// included, are parked; discarded, it releases them. Each event is applied once, in order.
 #[tokio::test]
 async fn a_batch_with_a_poison_event_applies_the_others_once_and_in_order() {
     let fx = Fixture::new().await;
+    // One key: `o/17` and everything after it wait behind the poison event.
     let keys: Vec<String> = (0..40).map(|i| format!("o/{i:02}")).collect();
     let tasks: Vec<EventRecord> = keys
         .iter()
@@ -230,40 +282,117 @@ async fn a_batch_with_a_poison_event_applies_the_others_once_and_in_order() {
         .collect();
     fx.publish(&published).await;
     let (stop, task) = fx.start();
+    let before: Vec<&str> = keys[..17].iter().map(String::as_str).collect();
+    fx.wait_for_parked(&["o"], 22 + 10).await;
+    assert_eq!(
+        fx.applied().await,
+        before,
+        "once each, in order, up to the poison"
+    );
+    let letters = fx.letters(1).await;
+    assert_eq!(
+        letters[0].message.headers.get_str("event-id"),
+        Some(tasks[17].event_id.to_string().as_str()),
+        "only the poison event is set aside"
+    );
+    if testing::bus_kind() == BusKind::Kafka {
+        let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT tx) FROM effects")
+            .fetch_one(&fx.db.pool)
+            .await
+            .expect("transactions");
+        assert!(
+            transactions < before.len() as i64 / 2,
+            "{} events in {transactions} transactions: the waiting events were not batched",
+            before.len()
+        );
+    }
+
+    consumer::release(fx.bus.as_ref(), &letters, Action::Discard)
+        .await
+        .expect("discard");
+    fx.wait_for_parked(&[], 0).await;
     let expected: Vec<&str> = keys
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != 17)
         .map(|(_, key)| key.as_str())
         .collect();
-    fx.wait_for_effects(&expected).await;
-    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
-        .await
-        .expect("dlq");
+    assert_eq!(
+        fx.applied().await,
+        expected,
+        "once each, in the order published"
+    );
     stop.cancel();
     task.await.expect("join").expect("consumer");
+}
 
-    let applied: Vec<(String, i64)> = sqlx::query_as("SELECT key, tx FROM effects ORDER BY seq")
-        .fetch_all(&fx.db.pool)
+/// A dead letter holds back the later events of its key, and only those. A redrive that fails
+/// again parks the key anew; a discard or a successful redrive releases what waited, in order.
+#[tokio::test]
+async fn a_dead_letter_parks_the_later_events_of_its_key_until_it_is_redriven_or_discarded() {
+    let fx = Fixture::new().await;
+    let tasks = [
+        fx.task("a/1", "reject"),
+        fx.task("a/2", "ok"),
+        fx.task("d/1", "reject"),
+        fx.task("d/2", "ok"),
+        fx.task("b/1", "ok"),
+    ];
+    fx.publish(&tasks.iter().collect::<Vec<_>>()).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_parked(&["a", "d"], 2).await;
+    fx.wait_for_effects(&["b/1"]).await;
+    fx.publish(&[&fx.task("a/3", "ok")]).await;
+    fx.wait_for_parked(&["a", "d"], 3).await;
+    let letters = fx.letters(2).await;
+    let letter_of = |letters: &[bus::Delivery], key: &str| {
+        letters
+            .iter()
+            .rfind(|l| l.message.key == key)
+            .cloned()
+            .expect("a letter of the key")
+    };
+
+    // Redriven before its cause is repaired, a's letter fails again and parks a once more.
+    let first_of_a = letter_of(&letters, "a");
+    consumer::release(fx.bus.as_ref(), &[first_of_a], Action::Redrive)
         .await
-        .expect("effects");
-    let order: Vec<&str> = applied.iter().map(|(key, _)| key.as_str()).collect();
-    assert_eq!(order, expected, "once each, in the order published");
-    assert_eq!(letters.len(), 1, "only the poison event is set aside");
+        .expect("redrive");
+    let letters = fx.letters(3).await;
+    assert_eq!(letters[2].message.key, "a");
+    fx.wait_for_parked(&["a", "d"], 3).await;
+
+    consumer::release(
+        fx.bus.as_ref(),
+        &[letter_of(&letters, "d")],
+        Action::Discard,
+    )
+    .await
+    .expect("discard");
+    fx.wait_for_parked(&["a"], 2).await;
     assert_eq!(
-        letters[0].message.headers.get_str("event-id"),
-        Some(tasks[17].event_id.to_string().as_str())
+        fx.applied().await,
+        ["b/1", "d/2"],
+        "d/1 discarded, d/2 released"
     );
-    if testing::bus_kind() == BusKind::Kafka {
-        let transactions: std::collections::HashSet<i64> =
-            applied.iter().map(|(_, tx)| *tx).collect();
-        assert!(
-            transactions.len() < applied.len() / 2,
-            "{} events in {} transactions: the waiting events were not batched",
-            applied.len(),
-            transactions.len()
-        );
-    }
+
+    fx.recorder.accept_rejected.store(true, Ordering::SeqCst);
+    consumer::release(
+        fx.bus.as_ref(),
+        &[letter_of(&letters, "a")],
+        Action::Redrive,
+    )
+    .await
+    .expect("redrive");
+    fx.wait_for_parked(&[], 0).await;
+    assert_eq!(fx.applied().await, ["b/1", "d/2", "a/1", "a/2", "a/3"]);
+
+    // Released, the key's events apply as they come.
+    fx.publish(&[&fx.task("a/4", "ok")]).await;
+    fx.wait_for_effects(&["a/1", "a/2", "a/3", "a/4", "b/1", "d/2"])
+        .await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
 }
 
 #[tokio::test]
@@ -290,7 +419,7 @@ async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_o
     fx.publish(&[&rejected]).await;
     let garbage = Message {
         topic: fx.topic.clone(),
-        key: "rejected".into(),
+        key: "garbage".into(),
         payload: b"\x00\x00\x00\x00\x01not json".to_vec(),
         headers: Headers::default(),
     };
@@ -298,14 +427,13 @@ async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_o
         .publish(vec![garbage])
         .await
         .expect("publish garbage");
-    fx.publish(&[&fx.task("rejected", "ok")]).await;
+    fx.publish(&[&fx.task("next", "ok")]).await;
     let (stop, task) = fx.start();
-    fx.wait_for_effects(&["rejected"]).await;
+    fx.wait_for_effects(&["next"]).await;
 
-    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
-        .await
-        .expect("dlq");
-    assert_eq!(letters.len(), 2, "the rejected event and the garbage");
+    // The rejected event and the garbage, in whichever order their partitions gave them up.
+    let mut letters = fx.letters(2).await;
+    letters.sort_by(|a, b| b.message.key.cmp(&a.message.key));
     let headers =
         |i: usize, name: &str| letters[i].message.headers.get_str(name).map(str::to_owned);
     assert_eq!(headers(0, "event-id"), Some(rejected.event_id.to_string()));
@@ -326,11 +454,11 @@ async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_o
     // Once the cause is repaired, a redrive of the rejected event succeeds; the garbage would
     // only come back, so it stays.
     fx.recorder.accept_rejected.store(true, Ordering::SeqCst);
-    let redriven = consumer::redrive(fx.bus.as_ref(), &letters[..1])
+    let redriven = consumer::release(fx.bus.as_ref(), &letters[..1], Action::Redrive)
         .await
         .expect("redrive");
     assert_eq!(redriven, 1);
-    fx.wait_for_effects(&["rejected", "rejected"]).await;
+    fx.wait_for_effects(&["next", "rejected"]).await;
     stop.cancel();
     task.await.expect("join").expect("consumer");
 }
@@ -340,11 +468,16 @@ async fn poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_goes_o
 /// operator skips it (`oms rewind` moves groups; the dead-letter topic is for what a consumer
 /// could decide on).
 #[tokio::test]
-async fn a_message_that_keeps_stopping_its_consumers_is_dead_lettered_and_the_partition_goes_on() {
+async fn a_message_that_keeps_stopping_its_consumers_is_dead_lettered_and_the_others_go_on() {
     let (_nats, config) = testing::dedicated_broker_of(BusKind::Nats);
     let fx = Fixture::on(bus::connect(&config).expect("bus")).await;
-    let crasher = fx.task("crasher", "ok");
-    fx.publish(&[&crasher, &fx.task("crasher", "ok")]).await;
+    let crasher = fx.task("crasher/1", "ok");
+    fx.publish(&[
+        &crasher,
+        &fx.task("crasher/2", "ok"),
+        &fx.task("other", "ok"),
+    ])
+    .await;
 
     // Three members of the group take it in turn and stop before acknowledging it, as a
     // process that the message crashes does.
@@ -365,19 +498,25 @@ async fn a_message_that_keeps_stopping_its_consumers_is_dead_lettered_and_the_pa
         assert_eq!(delivery.delivered, n, "the broker counts its deliveries");
     }
 
-    // The fourth delivery is one too many: the consumer sets it aside, unhandled, and goes on.
+    // The fourth delivery is one too many: the consumer sets it aside, unhandled, parks the
+    // event of its key behind it, and goes on with the others.
     let (stop, task) = fx.start();
-    fx.wait_for_effects(&["crasher"]).await;
-    let letters = consumer::dead_letters(fx.bus.as_ref(), &fx.topic, Duration::from_secs(2))
-        .await
-        .expect("dlq");
-    assert_eq!(letters.len(), 1);
+    fx.wait_for_parked(&["crasher"], 1).await;
+    fx.wait_for_effects(&["other"]).await;
+    let letters = fx.letters(1).await;
     let header = |name: &str| letters[0].message.headers.get_str(name).map(str::to_owned);
     assert_eq!(header("event-id"), Some(crasher.event_id.to_string()));
     assert_eq!(
         header(dlq_header::REASON).as_deref(),
         Some("delivered 4 times without being acknowledged")
     );
+
+    // Once what crashed its consumers is repaired, a redrive applies both, in order.
+    consumer::release(fx.bus.as_ref(), &letters, Action::Redrive)
+        .await
+        .expect("redrive");
+    fx.wait_for_parked(&[], 0).await;
+    assert_eq!(fx.applied().await, ["other", "crasher/1", "crasher/2"]);
     stop.cancel();
     task.await.expect("join").expect("consumer");
 }

@@ -19,11 +19,18 @@
 //! A transient failure (database or broker away) is retried with exponential backoff and jitter,
 //! without ever skipping the event. A handler's rejection ([`HandlerError::Poison`]) is tried a
 //! bounded number of times, then the event goes to `<topic>.dlq` with headers saying why and
-//! where from, and the partition goes on. [`redrive`] sends dead letters back. So does a message
-//! the broker delivered too often unacknowledged, which is what a message that crashes its
-//! consumer looks like.
+//! where from, and the partition goes on. So does a message the broker delivered too often
+//! unacknowledged, which is what a message that crashes its consumer looks like. The later events
+//! of a dead-lettered event's key wait behind it ([`park`]) until [`release`] sends it back.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+mod park;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -39,6 +46,8 @@ use crate::{
     schedule::Wake,
     trace::{Span, Tracer},
 };
+pub use park::{Action, release_header};
+use park::{Origin, Release};
 
 /// Headers a dead letter carries besides the original ones.
 pub mod dlq_header {
@@ -206,6 +215,12 @@ pub enum Outcome {
     Handled,
     Duplicate,
     DeadLettered,
+    /// Stored behind an earlier event of its key that was dead-lettered.
+    Parked,
+    /// A dead letter an operator discarded, releasing what it parked.
+    Discarded,
+    /// A dead letter discarded for another group, or whose park is gone.
+    Ignored,
 }
 
 impl Outcome {
@@ -214,6 +229,9 @@ impl Outcome {
             Outcome::Handled => "handled",
             Outcome::Duplicate => "duplicate",
             Outcome::DeadLettered => "dead_lettered",
+            Outcome::Parked => "parked",
+            Outcome::Discarded => "discarded",
+            Outcome::Ignored => "ignored",
         }
     }
 }
@@ -349,18 +367,43 @@ impl<H: Handler> Consumer<H> {
     /// Takes deliveries, in their order, to an outcome each and acknowledges them. Does not
     /// return before that happened: transient failures are retried for as long as they last.
     /// The longest run of them that applies smoothly commits together; the one it stumbled on
-    /// goes alone, and the rest are batched again.
+    /// goes alone, and the rest are batched again. A delivery of a parked key, or a release of
+    /// one, goes its own way.
     async fn process_batch(&self, subscription: &mut dyn Subscription, batch: &[Delivery]) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut spans: Vec<Span> = batch.iter().map(|d| self.span(d)).collect();
         metrics::histogram!("oms_consumer_batch_size", "consumer" => self.config.group.clone())
             .record(batch.len() as f64);
+        let keys: Vec<&str> = batch.iter().map(|d| d.message.key.as_str()).collect();
+        let group = &self.config.group;
+        let mut parked = self
+            .until_done("reading the parked keys", || {
+                park::parked_among(&self.pool, group, &keys)
+            })
+            .await;
         let mut done = 0;
         while done < batch.len() {
-            let log = tracing::info_span!("batch", consumer = %self.config.group,
-                size = batch.len() - done);
+            let plain = batch[done..]
+                .iter()
+                .take_while(|d| self.plain(d, &parked))
+                .count();
+            if plain == 0 {
+                let outcome = self.unplain(&batch[done], &spans[done], &mut parked).await;
+                self.finish(
+                    subscription,
+                    &batch[done],
+                    &mut spans[done],
+                    outcome,
+                    started,
+                )
+                .await;
+                done += 1;
+                continue;
+            }
+            let end = done + plain;
+            let log = tracing::info_span!("batch", consumer = %self.config.group, size = plain);
             let together = self
-                .apply_together(&batch[done..], &spans[done..])
+                .apply_together(&batch[done..end], &spans[done..end])
                 .instrument(log)
                 .await;
             for outcome in together {
@@ -374,11 +417,126 @@ impl<H: Handler> Consumer<H> {
                 .await;
                 done += 1;
             }
-            if let Some(delivery) = batch.get(done) {
-                let outcome = self.settle_alone(delivery, &spans[done]).await;
-                self.finish(subscription, delivery, &mut spans[done], outcome, started)
+            if done < end {
+                let outcome = self
+                    .settle_alone(&batch[done], &spans[done], &mut parked)
                     .await;
+                self.finish(
+                    subscription,
+                    &batch[done],
+                    &mut spans[done],
+                    outcome,
+                    started,
+                )
+                .await;
                 done += 1;
+            }
+        }
+    }
+
+    /// Whether `delivery` is an event to apply as it comes: not behind a parked key, and no
+    /// dead letter sent back.
+    fn plain(&self, delivery: &Delivery, parked: &HashMap<String, Origin>) -> bool {
+        !parked.contains_key(&delivery.message.key)
+            && !park::is_discarded(delivery)
+            && Release::of(delivery, &self.config.group).is_none()
+    }
+
+    /// Takes a delivery that is not [`Consumer::plain`] to its outcome: a release of its key's
+    /// park releases it, an event behind a park is parked, a discarded letter is ignored, and a
+    /// letter redriven after its park is gone is the event again.
+    async fn unplain(
+        &self,
+        delivery: &Delivery,
+        span: &Span,
+        parked: &mut HashMap<String, Origin>,
+    ) -> Outcome {
+        let key = &delivery.message.key;
+        if let Some(release) = Release::of(delivery, &self.config.group)
+            && parked.get(key) == Some(&release.of)
+        {
+            return self.release(delivery, span, release, parked).await;
+        }
+        if park::is_discarded(delivery) {
+            return Outcome::Ignored;
+        }
+        if parked.contains_key(key) {
+            let group = &self.config.group;
+            self.until_done("parking an event", || {
+                park::park_event(&self.pool, group, delivery)
+            })
+            .await;
+            tracing::info!(consumer = %group, key, partition = delivery.partition,
+                offset = delivery.offset, "parked behind a dead letter of its key");
+            return Outcome::Parked;
+        }
+        self.settle_alone(delivery, span, parked).await
+    }
+
+    /// Releases the park of `letter`'s key: applies the letter (redrive) or not (discard), then
+    /// what was parked behind it, in order, each alone. One that is dead-lettered again parks
+    /// the key anew, and the rest stay parked behind it.
+    async fn release(
+        &self,
+        letter: &Delivery,
+        span: &Span,
+        release: Release,
+        parked: &mut HashMap<String, Origin>,
+    ) -> Outcome {
+        let group = &self.config.group;
+        let key = &letter.message.key;
+        let outcome = match release.action {
+            Action::Redrive => self.settle_alone(letter, span, parked).await,
+            Action::Discard => Outcome::Discarded,
+        };
+        tracing::info!(consumer = %group, key, action = ?release.action, outcome = outcome.as_str(),
+            "a dead letter came back");
+        if outcome == Outcome::DeadLettered {
+            return outcome;
+        }
+        let started = Instant::now();
+        while let Some(next) = self
+            .until_done("reading a parked event", || {
+                park::first_parked(&self.pool, group, key)
+            })
+            .await
+        {
+            let mut span = self.span(&next);
+            let released = self.settle_alone(&next, &span, parked).await;
+            self.record(&next, &mut span, released, started);
+            if released == Outcome::DeadLettered {
+                return outcome;
+            }
+            let origin = Origin::of(&next);
+            self.until_done("unparking an event", || {
+                park::unpark(&self.pool, group, &origin)
+            })
+            .await;
+        }
+        self.until_done("forgetting a park", || {
+            park::forget(&self.pool, group, key, &release.of)
+        })
+        .await;
+        parked.remove(key);
+        outcome
+    }
+
+    /// Runs a statement of the parking until the database takes it: like an acknowledgement, it
+    /// may wait, but is never skipped.
+    async fn until_done<T, F, Fut>(&self, what: &str, mut attempt: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        let mut delays = self.backoff();
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(self.config.max_backoff);
+                    tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
@@ -397,35 +555,50 @@ impl<H: Handler> Consumer<H> {
         span
     }
 
-    /// [`Consumer::settle`], logged under the delivery's own span.
-    async fn settle_alone(&self, delivery: &Delivery, span: &Span) -> Outcome {
+    /// [`Consumer::settle`], logged under the delivery's own span. A dead letter parks its key.
+    async fn settle_alone(
+        &self,
+        delivery: &Delivery,
+        span: &Span,
+        parked: &mut HashMap<String, Origin>,
+    ) -> Outcome {
         let event_type = event_type(delivery);
         let log = tracing::info_span!("event", consumer = %self.config.group, event_type,
             partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
-        self.settle(delivery, &span.traceparent())
+        let outcome = self
+            .settle(delivery, &span.traceparent())
             .instrument(log)
-            .await
+            .await;
+        if outcome == Outcome::DeadLettered && !delivery.message.key.is_empty() {
+            parked.insert(delivery.message.key.clone(), Origin::of(delivery));
+        }
+        outcome
     }
 
-    /// Records a delivery's outcome on its span and in the metrics, and acknowledges it,
-    /// retrying until the broker takes the acknowledgement.
+    /// Acknowledges a delivery, retrying until the broker takes the acknowledgement, and
+    /// records its outcome.
     async fn finish(
         &self,
         subscription: &mut dyn Subscription,
         delivery: &Delivery,
         span: &mut Span,
         outcome: Outcome,
-        started: std::time::Instant,
+        started: Instant,
     ) {
-        span.set("outcome", outcome.as_str());
-        if outcome == Outcome::DeadLettered {
-            span.fail("dead-lettered");
-        }
         let mut delays = self.backoff();
         while let Err(e) = subscription.ack(delivery).await {
             let delay = delays.next().unwrap_or(self.config.max_backoff);
             tracing::warn!(error = %e, retry_in = ?delay, "acknowledging failed; retrying");
             tokio::time::sleep(delay).await;
+        }
+        self.record(delivery, span, outcome, started);
+    }
+
+    /// Records a delivery's outcome on its span and in the metrics.
+    fn record(&self, delivery: &Delivery, span: &mut Span, outcome: Outcome, started: Instant) {
+        span.set("outcome", outcome.as_str());
+        if outcome == Outcome::DeadLettered {
+            span.fail("dead-lettered");
         }
         let event_type = event_type(delivery);
         metrics::counter!("oms_events_total", "consumer" => self.config.group.clone(),
@@ -566,8 +739,9 @@ impl<H: Handler> Consumer<H> {
         Ok(outcomes)
     }
 
-    /// Publishes the delivery, untouched, to the dead-letter topic with why and where from.
-    /// Retried until the broker takes it: a dead letter is never dropped.
+    /// Publishes the delivery, untouched, to the dead-letter topic with why and where from, and
+    /// parks its key behind it. Retried until the broker takes it: a dead letter is never
+    /// dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str, attempts: u32) -> Outcome {
         let mut message = delivery.message.clone();
         message.topic = dlq_topic(&delivery.message.topic);
@@ -588,6 +762,14 @@ impl<H: Handler> Consumer<H> {
         }
         metrics::counter!("oms_dead_letters_total", "topic" => delivery.message.topic.clone())
             .increment(1);
+        let key = &delivery.message.key;
+        if !key.is_empty() {
+            let (group, origin) = (&self.config.group, Origin::of(delivery));
+            self.until_done("parking a key", || {
+                park::park_key(&self.pool, group, key, &origin)
+            })
+            .await;
+        }
         Outcome::DeadLettered
     }
 
@@ -638,26 +820,14 @@ pub async fn dead_letters(
     Ok(letters)
 }
 
-/// Sends dead letters back to the topic they came from, without their `dlq-*` headers. A
-/// consumer that already handled one (by event id) skips it; one it rejected is tried afresh.
-pub async fn redrive(bus: &dyn EventBus, letters: &[Delivery]) -> Result<usize> {
+/// Sends dead letters back to the topic they came from, without their `dlq-*` headers, to
+/// release what they parked ([`park`]). Redriven, a letter is tried afresh by the group that
+/// dead-lettered it, and skipped by those that already handled it (by event id); discarded, it
+/// is applied by none.
+pub async fn release(bus: &dyn EventBus, letters: &[Delivery], action: Action) -> Result<usize> {
     let messages: Vec<Message> = letters
         .iter()
-        .map(|letter| {
-            let mut message = letter.message.clone();
-            message.topic = letter
-                .message
-                .headers
-                .get_str(dlq_header::ORIGIN_TOPIC)
-                .map(str::to_owned)
-                .or_else(|| letter.message.topic.strip_suffix(".dlq").map(str::to_owned))
-                .unwrap_or_else(|| letter.message.topic.clone());
-            message
-                .headers
-                .0
-                .retain(|(name, _)| !name.starts_with("dlq-"));
-            message
-        })
+        .map(|letter| park::released(letter, action))
         .collect();
     let count = messages.len();
     bus.publish(messages).await?;
