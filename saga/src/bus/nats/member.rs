@@ -88,6 +88,7 @@ impl Member {
             held: HashMap::new(),
             members: 1,
             renewed: None,
+            lease: self.lease,
         };
         let mut delays = crate::retry::backoff(Duration::from_millis(200), Duration::from_secs(5));
         // A zero lease (a misconfiguration) must not make a zero period, which tokio refuses.
@@ -120,17 +121,30 @@ impl Member {
     async fn round(&self, state: &mut State) -> Result<()> {
         let groups = match &state.groups {
             Some(groups) => groups.clone(),
-            None => self
-                .jetstream
-                .get_or_create_stream(stream_config(self.lease, self.replicas))
-                .await
-                .map_err(bus_err("groups stream"))?,
+            None => {
+                let groups = self
+                    .jetstream
+                    .get_or_create_stream(stream_config(self.lease, self.replicas))
+                    .await
+                    .map_err(bus_err("groups stream"))?;
+                // Whoever made the stream set how long its messages live, which is how long a
+                // lease lasts unrenewed: a member renewing at a third of a longer lease of its
+                // own would lose its leases at every turn.
+                let kept = groups.cached_info().config.max_age;
+                if kept != self.lease {
+                    tracing::warn!(configured = ?self.lease, kept = ?kept,
+                        "the groups stream keeps leases for another time than bus.nats.lease \
+                         says (another service on this server set it); renewing by the stream's");
+                }
+                state.lease = kept;
+                groups
+            }
         };
         state.groups = Some(groups.clone());
         self.find_streams(state).await;
         let due = state
             .renewed
-            .is_none_or(|at| at.elapsed() >= self.lease / 3);
+            .is_none_or(|at| at.elapsed() >= state.lease / 3);
         if due {
             self.publish(&state.member_subject, &state.id, None).await?;
             state.renewed = Some(tokio::time::Instant::now());
@@ -294,6 +308,8 @@ struct State {
     held: HashMap<(String, u32), Held>,
     members: usize,
     renewed: Option<tokio::time::Instant>,
+    /// How long a lease lasts unrenewed: the groups stream's `max_age`.
+    lease: Duration,
 }
 
 impl State {
