@@ -23,7 +23,7 @@
 //! unacknowledged, which is what a message that crashes its consumer looks like. The later events
 //! of a dead-lettered event's key wait behind it ([`park`]) until [`release`] sends it back.
 
-mod park;
+pub mod park;
 
 use std::{
     collections::{HashMap, HashSet},
