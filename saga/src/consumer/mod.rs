@@ -521,12 +521,13 @@ impl<H: Handler> Consumer<H> {
         outcome
     }
 
-    /// Runs a statement of the parking until the database takes it: like an acknowledgement, it
-    /// may wait, but is never skipped.
-    async fn until_done<T, F, Fut>(&self, what: &str, mut attempt: F) -> T
+    /// Repeats `attempt` with backoff until it succeeds: for what may wait but is never
+    /// skipped (a dead letter's publication, a statement of the parking).
+    async fn until_done<T, E, F, Fut>(&self, what: &str, mut attempt: F) -> T
     where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: Future<Output = sqlx::Result<T>>,
+        Fut: Future<Output = std::result::Result<T, E>>,
     {
         let mut delays = self.backoff();
         loop {
@@ -754,12 +755,8 @@ impl<H: Handler> Consumer<H> {
         headers.insert(dlq_header::ATTEMPTS, attempts.to_string());
         tracing::error!(topic = %delivery.message.topic, partition = delivery.partition,
             offset = delivery.offset, %reason, "dead-lettering an event");
-        let mut delays = self.backoff();
-        while let Err(e) = self.publish_dead_letter(&message).await {
-            let delay = delays.next().unwrap_or(self.config.max_backoff);
-            tracing::warn!(error = %e, retry_in = ?delay, "dead-lettering failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+        self.until_done("dead-lettering", || self.publish_dead_letter(&message))
+            .await;
         metrics::counter!("oms_dead_letters_total", "topic" => delivery.message.topic.clone())
             .increment(1);
         let key = &delivery.message.key;
