@@ -472,11 +472,30 @@ where
 /// The dead letters of `topic` once there is at least one, failing after 30 s: a poison event
 /// is dead-lettered when its retries are spent, whenever that is.
 pub async fn dead_letters(bus: &dyn EventBus, topic: &str) -> Vec<crate::bus::Delivery> {
-    eventually(Duration::from_secs(30), "the dead letter", || async {
+    dead_letters_when(bus, topic, "the dead letter", |n| n > 0).await
+}
+
+/// The dead letters of `topic`, once there are exactly `count`, failing after 30 s.
+pub async fn dead_letters_counting(
+    bus: &dyn EventBus,
+    topic: &str,
+    count: usize,
+) -> Vec<crate::bus::Delivery> {
+    let what = format!("{count} dead letters");
+    dead_letters_when(bus, topic, &what, |n| n == count).await
+}
+
+async fn dead_letters_when(
+    bus: &dyn EventBus,
+    topic: &str,
+    what: &str,
+    enough: impl Fn(usize) -> bool,
+) -> Vec<crate::bus::Delivery> {
+    eventually(Duration::from_secs(30), what, || async {
         let letters = crate::consumer::dead_letters(bus, topic, Duration::from_secs(1))
             .await
             .ok()?;
-        (!letters.is_empty()).then_some(letters)
+        enough(letters.len()).then_some(letters)
     })
     .await
 }

@@ -202,20 +202,8 @@ impl Fixture {
         .await;
     }
 
-    /// The dead letters, once there are `count`.
     async fn letters(&self, count: usize) -> Vec<bus::Delivery> {
-        testing::eventually(
-            Duration::from_secs(30),
-            &format!("{count} dead letters"),
-            || async {
-                let letters =
-                    consumer::dead_letters(self.bus.as_ref(), &self.topic, Duration::from_secs(2))
-                        .await
-                        .expect("dlq");
-                (letters.len() == count).then_some(letters)
-            },
-        )
-        .await
+        testing::dead_letters_counting(self.bus.as_ref(), &self.topic, count).await
     }
 
     async fn wait_for_effects(&self, expected: &[&str]) {
