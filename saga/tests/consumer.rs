@@ -383,6 +383,48 @@ async fn a_dead_letter_parks_the_later_events_of_its_key_until_it_is_redriven_or
     task.await.expect("join").expect("consumer");
 }
 
+/// What could not even be decoded, behind a parked key, is parked like any event: the key's
+/// first dead letter stays the one that holds it. Released, it is dead-lettered in its turn.
+#[tokio::test]
+async fn garbage_behind_a_parked_key_is_parked_and_dead_lettered_only_once_released() {
+    let fx = Fixture::new().await;
+    fx.publish(&[&fx.task("x/1", "reject")]).await;
+    let (stop, task) = fx.start();
+    fx.wait_for_parked(&["x"], 0).await;
+    let garbage = Message {
+        topic: fx.topic.clone(),
+        key: "x".into(),
+        payload: b"not an event".to_vec(),
+        headers: Headers::default(),
+    };
+    fx.bus
+        .publish(vec![garbage.clone()])
+        .await
+        .expect("publish garbage");
+    fx.publish(&[&fx.task("x/2", "ok"), &fx.task("y/1", "ok")])
+        .await;
+    fx.wait_for_effects(&["y/1"]).await;
+    fx.wait_for_parked(&["x"], 2).await;
+    let letters = fx.letters(1).await;
+
+    // Discarding x/1 releases the garbage, which parks x anew, with x/2 behind it.
+    consumer::release(fx.bus.as_ref(), &letters, Action::Discard)
+        .await
+        .expect("discard");
+    fx.wait_for_parked(&["x"], 1).await;
+    let letters = fx.letters(2).await;
+    assert_eq!(letters[1].message.payload, garbage.payload);
+    assert_eq!(fx.applied().await, ["y/1"]);
+
+    consumer::release(fx.bus.as_ref(), &letters[1..], Action::Discard)
+        .await
+        .expect("discard");
+    fx.wait_for_parked(&[], 0).await;
+    assert_eq!(fx.applied().await, ["y/1", "x/2"]);
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+}
+
 #[tokio::test]
 async fn a_transient_failure_is_retried_until_the_event_is_handled() {
     let fx = Fixture::new().await;

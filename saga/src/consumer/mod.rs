@@ -26,7 +26,7 @@
 pub mod park;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     future::Future,
     sync::Arc,
     time::{Duration, Instant},
@@ -47,7 +47,7 @@ use crate::{
     trace::{Span, Tracer},
 };
 pub use park::{Action, release_header};
-use park::{Origin, Release};
+use park::{Origin, Parks, Release};
 
 /// Headers a dead letter carries besides the original ones.
 pub mod dlq_header {
@@ -374,21 +374,16 @@ impl<H: Handler> Consumer<H> {
         let mut spans: Vec<Span> = batch.iter().map(|d| self.span(d)).collect();
         metrics::histogram!("oms_consumer_batch_size", "consumer" => self.config.group.clone())
             .record(batch.len() as f64);
-        let keys: Vec<&str> = batch.iter().map(|d| d.message.key.as_str()).collect();
-        let group = &self.config.group;
-        let mut parked = self
-            .until_done("reading the parked keys", || {
-                park::parked_among(&self.pool, group, &keys)
-            })
-            .await;
+        let mut parks = Parks::Unread;
         let mut done = 0;
         while done < batch.len() {
             let plain = batch[done..]
                 .iter()
-                .take_while(|d| self.plain(d, &parked))
+                .take_while(|d| self.plain(d, &parks))
                 .count();
             if plain == 0 {
-                let outcome = self.unplain(&batch[done], &spans[done], &mut parked).await;
+                self.read_parks(&mut parks, batch).await;
+                let outcome = self.unplain(&batch[done], &spans[done], &mut parks).await;
                 self.finish(
                     subscription,
                     &batch[done],
@@ -402,10 +397,15 @@ impl<H: Handler> Consumer<H> {
             }
             let end = done + plain;
             let log = tracing::info_span!("batch", consumer = %self.config.group, size = plain);
-            let together = self
-                .apply_together(&batch[done..end], &spans[done..end])
+            let Some(together) = self
+                .apply_together(&batch[done..end], &spans[done..end], &parks)
                 .instrument(log)
-                .await;
+                .await
+            else {
+                // A key among them is parked: the batch goes on around the parks.
+                self.read_parks(&mut parks, batch).await;
+                continue;
+            };
             for outcome in together {
                 self.finish(
                     subscription,
@@ -419,7 +419,7 @@ impl<H: Handler> Consumer<H> {
             }
             if done < end {
                 let outcome = self
-                    .settle_alone(&batch[done], &spans[done], &mut parked)
+                    .settle_alone(&batch[done], &spans[done], &mut parks)
                     .await;
                 self.finish(
                     subscription,
@@ -434,43 +434,58 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Whether `delivery` is an event to apply as it comes: not behind a parked key, and no
-    /// dead letter sent back.
-    fn plain(&self, delivery: &Delivery, parked: &HashMap<String, Origin>) -> bool {
-        !parked.contains_key(&delivery.message.key)
+    /// Reads the parks among the keys of `batch`, unless they are read already.
+    async fn read_parks(&self, parks: &mut Parks, batch: &[Delivery]) {
+        if !parks.unread() {
+            return;
+        }
+        let keys: Vec<&str> = batch.iter().map(|d| d.message.key.as_str()).collect();
+        let group = &self.config.group;
+        let parked = self
+            .until_done("reading the parked keys", || {
+                park::parked_among(&self.pool, group, &keys)
+            })
+            .await;
+        *parks = Parks::Read(parked);
+    }
+
+    /// Whether `delivery` is an event to apply as it comes: not behind a parked key, as far as
+    /// `parks` are read, and no dead letter sent back.
+    fn plain(&self, delivery: &Delivery, parks: &Parks) -> bool {
+        !parks.contains(&delivery.message.key)
             && !park::is_discarded(delivery)
             && Release::of(delivery, &self.config.group).is_none()
     }
 
     /// Takes a delivery that is not [`Consumer::plain`] to its outcome: a release of its key's
     /// park releases it, an event behind a park is parked, a discarded letter is ignored, and a
-    /// letter redriven after its park is gone is the event again.
-    async fn unplain(
-        &self,
-        delivery: &Delivery,
-        span: &Span,
-        parked: &mut HashMap<String, Origin>,
-    ) -> Outcome {
+    /// letter redriven after its park is gone is the event again. The batch's `parks` are read.
+    async fn unplain(&self, delivery: &Delivery, span: &Span, parks: &mut Parks) -> Outcome {
         let key = &delivery.message.key;
         if let Some(release) = Release::of(delivery, &self.config.group)
-            && parked.get(key) == Some(&release.of)
+            && parks.get(key) == Some(&release.of)
         {
-            return self.release(delivery, span, release, parked).await;
+            return self.release(delivery, span, release, parks).await;
         }
         if park::is_discarded(delivery) {
             return Outcome::Ignored;
         }
-        if parked.contains_key(key) {
-            let group = &self.config.group;
-            self.until_done("parking an event", || {
-                park::park_event(&self.pool, group, delivery)
-            })
-            .await;
-            tracing::info!(consumer = %group, key, partition = delivery.partition,
-                offset = delivery.offset, "parked behind a dead letter of its key");
-            return Outcome::Parked;
+        if parks.contains(key) {
+            return self.park(delivery).await;
         }
-        self.settle_alone(delivery, span, parked).await
+        self.settle_alone(delivery, span, parks).await
+    }
+
+    /// Stores `delivery` behind the park of its key.
+    async fn park(&self, delivery: &Delivery) -> Outcome {
+        let group = &self.config.group;
+        self.until_done("parking an event", || {
+            park::park_event(&self.pool, group, delivery)
+        })
+        .await;
+        tracing::info!(consumer = %group, key = delivery.message.key, partition = delivery.partition,
+            offset = delivery.offset, "parked behind a dead letter of its key");
+        Outcome::Parked
     }
 
     /// Releases the park of `letter`'s key: applies the letter (redrive) or not (discard), then
@@ -481,12 +496,12 @@ impl<H: Handler> Consumer<H> {
         letter: &Delivery,
         span: &Span,
         release: Release,
-        parked: &mut HashMap<String, Origin>,
+        parks: &mut Parks,
     ) -> Outcome {
         let group = &self.config.group;
         let key = &letter.message.key;
         let outcome = match release.action {
-            Action::Redrive => self.settle_alone(letter, span, parked).await,
+            Action::Redrive => self.settle_alone(letter, span, parks).await,
             Action::Discard => Outcome::Discarded,
         };
         tracing::info!(consumer = %group, key, action = ?release.action, outcome = outcome.as_str(),
@@ -502,7 +517,7 @@ impl<H: Handler> Consumer<H> {
             .await
         {
             let mut span = self.span(&next);
-            let released = self.settle_alone(&next, &span, parked).await;
+            let released = self.settle_alone(&next, &span, parks).await;
             self.record(&next, &mut span, released, started);
             if released == Outcome::DeadLettered {
                 return outcome;
@@ -517,7 +532,7 @@ impl<H: Handler> Consumer<H> {
             park::forget(&self.pool, group, key, &release.of)
         })
         .await;
-        parked.remove(key);
+        parks.remove(key);
         outcome
     }
 
@@ -556,22 +571,18 @@ impl<H: Handler> Consumer<H> {
         span
     }
 
-    /// [`Consumer::settle`], logged under the delivery's own span. A dead letter parks its key.
-    async fn settle_alone(
-        &self,
-        delivery: &Delivery,
-        span: &Span,
-        parked: &mut HashMap<String, Origin>,
-    ) -> Outcome {
+    /// [`Consumer::settle`], logged under the delivery's own span; it checks the delivery's key
+    /// itself while the `parks` are unread. A dead letter parks its key.
+    async fn settle_alone(&self, delivery: &Delivery, span: &Span, parks: &mut Parks) -> Outcome {
         let event_type = event_type(delivery);
         let log = tracing::info_span!("event", consumer = %self.config.group, event_type,
             partition = delivery.partition, offset = delivery.offset, trace_id = %span.trace_id());
         let outcome = self
-            .settle(delivery, &span.traceparent())
+            .settle(delivery, &span.traceparent(), parks.unread())
             .instrument(log)
             .await;
         if outcome == Outcome::DeadLettered && !delivery.message.key.is_empty() {
-            parked.insert(delivery.message.key.clone(), Origin::of(delivery));
+            parks.insert(&delivery.message.key, Origin::of(delivery));
         }
         outcome
     }
@@ -617,10 +628,16 @@ impl<H: Handler> Consumer<H> {
     /// Applies the longest run from the start of `batch` that goes smoothly in one
     /// transaction, and returns its outcomes. It ends before a delivery that does not decode or
     /// was delivered too often, and before one that the handler or the database failed on.
-    /// Fewer than two deliveries are left to the one-at-a-time way.
-    async fn apply_together(&self, batch: &[Delivery], spans: &[Span]) -> Vec<Outcome> {
+    /// Fewer than two deliveries are left to the one-at-a-time way. While the `parks` are
+    /// unread, the transaction checks the deliveries' keys, and `None` says one is parked.
+    async fn apply_together(
+        &self,
+        batch: &[Delivery],
+        spans: &[Span],
+        parks: &Parks,
+    ) -> Option<Vec<Outcome>> {
         if batch.len() < 2 {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let mut records = Vec::with_capacity(batch.len());
         for (delivery, span) in batch.iter().zip(spans) {
@@ -634,27 +651,29 @@ impl<H: Handler> Consumer<H> {
         }
         let mut run = records.len();
         while run > 1 {
-            match self.apply(&records[..run]).await {
-                Ok(outcomes) => return outcomes,
-                Err((fine, e)) => {
+            match self.apply(&records[..run], parks.unread()).await {
+                Ok(outcomes) => return Some(outcomes),
+                Err(Unapplied::Parked) => return None,
+                Err(Unapplied::Failed(fine, e)) => {
                     tracing::debug!(error = %e, run, fine, "a batch did not apply; shortening it");
                     run = fine;
                 }
             }
         }
-        Vec::new()
+        Some(Vec::new())
     }
 
     /// Decodes and applies a delivery; the event the handler sees carries `traceparent`, the
-    /// consumer span's, so that what it causes continues the trace from there.
-    async fn settle(&self, delivery: &Delivery, traceparent: &str) -> Outcome {
+    /// consumer span's, so that what it causes continues the trace from there. With `check`, a
+    /// delivery whose key turns out to be parked is parked too, never applied or dead-lettered.
+    async fn settle(&self, delivery: &Delivery, traceparent: &str, check: bool) -> Outcome {
         if delivery.delivered > self.config.max_deliveries {
             let reason = format!(
                 "delivered {} times without being acknowledged",
                 delivery.delivered
             );
             return self
-                .dead_letter(delivery, &reason, delivery.delivered)
+                .set_aside(delivery, &reason, delivery.delivered, check)
                 .await;
         }
         let mut delays = self.backoff();
@@ -666,22 +685,25 @@ impl<H: Handler> Consumer<H> {
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot decode yet; retrying");
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => return self.dead_letter(delivery, &e.to_string(), 1).await,
+                Err(e) => return self.set_aside(delivery, &e.to_string(), 1, check).await,
             }
         };
         let mut delays = self.backoff();
         let mut poison_attempts = 0;
         loop {
-            match self.apply(std::slice::from_ref(&record)).await {
+            match self.apply(std::slice::from_ref(&record), check).await {
                 Ok(outcomes) => return outcomes[0],
-                Err((_, HandlerError::Poison(reason))) => {
+                Err(Unapplied::Parked) => return self.park(delivery).await,
+                Err(Unapplied::Failed(_, HandlerError::Poison(reason))) => {
                     poison_attempts += 1;
                     tracing::warn!(event_id = %record.event_id, attempt = poison_attempts, %reason, "event rejected");
                     if poison_attempts >= self.config.max_attempts {
-                        return self.dead_letter(delivery, &reason, poison_attempts).await;
+                        return self
+                            .set_aside(delivery, &reason, poison_attempts, check)
+                            .await;
                     }
                 }
-                Err((_, HandlerError::Transient(reason))) => {
+                Err(Unapplied::Failed(_, HandlerError::Transient(reason))) => {
                     tracing::warn!(event_id = %record.event_id, %reason, "transient failure; retrying");
                 }
             }
@@ -694,26 +716,43 @@ impl<H: Handler> Consumer<H> {
     /// One attempt at `records`, in order, in one transaction: the inbox skips those already
     /// handled (a repeat within `records` too), unless the handler deduplicates them itself;
     /// the handler applies the others. Commits all or nothing; on failure, also says how many
-    /// records before the failing one went fine.
-    async fn apply(&self, records: &[EventRecord]) -> Result<Vec<Outcome>, (usize, HandlerError)> {
-        let at_start = |e: sqlx::Error| (0, HandlerError::from(e));
+    /// records before the failing one went fine. With `check`, it first makes sure that no key
+    /// of theirs is parked, in the statement that records them in the inbox.
+    async fn apply(&self, records: &[EventRecord], check: bool) -> Result<Vec<Outcome>, Unapplied> {
+        let at_start = |e: sqlx::Error| Unapplied::Failed(0, HandlerError::from(e));
         let mut tx = self.pool.begin().await.map_err(at_start)?;
         let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
-        let mut first_time: HashSet<Uuid> = if self.handler.deduplicates() {
-            ids.into_iter().collect()
+        let keys: Vec<&str> = match check {
+            true => records.iter().map(|r| r.key.as_str()).collect(),
+            false => Vec::new(),
+        };
+        let group = &self.config.group;
+        let (parked, inserted) = if self.handler.deduplicates() {
+            let parked = check
+                && park::any_parked(&mut tx, group, &keys)
+                    .await
+                    .map_err(at_start)?;
+            (parked, ids)
         } else {
-            sqlx::query_scalar(
-                "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
-                 ON CONFLICT DO NOTHING RETURNING event_id",
+            // Nothing is recorded when a key is parked.
+            sqlx::query_as(
+                "WITH parked AS (SELECT FROM parked_keys WHERE consumer = $1 AND key = ANY($3) \
+                 LIMIT 1), new AS (INSERT INTO inbox (consumer, event_id) \
+                 SELECT $1, unnest($2::uuid[]) WHERE NOT EXISTS (SELECT FROM parked) \
+                 ON CONFLICT DO NOTHING RETURNING event_id) \
+                 SELECT EXISTS (SELECT FROM parked), ARRAY(SELECT event_id FROM new)",
             )
-            .bind(&self.config.group)
+            .bind(group)
             .bind(&ids)
-            .fetch_all(&mut *tx)
+            .bind(&keys)
+            .fetch_one(&mut *tx)
             .await
             .map_err(at_start)?
-            .into_iter()
-            .collect()
         };
+        if parked {
+            return Err(Unapplied::Parked);
+        }
+        let mut first_time: HashSet<Uuid> = inserted.into_iter().collect();
         let mut outcomes = Vec::with_capacity(records.len());
         // The new events, and where each is in `records`.
         let mut new = Vec::with_capacity(records.len());
@@ -731,13 +770,38 @@ impl<H: Handler> Consumer<H> {
             .handle_all(&mut tx, &new)
             .await
             // A handler that says more went fine than it was given is taken to have done none.
-            .map_err(|(fine, e)| (at.get(fine).copied().unwrap_or(0), e))?;
+            .map_err(|(fine, e)| Unapplied::Failed(at.get(fine).copied().unwrap_or(0), e))?;
         tx.commit().await.map_err(at_start)?;
         if !new.is_empty() {
             self.wake.wake();
             self.handler.after_commit(&new).await;
         }
         Ok(outcomes)
+    }
+
+    /// Dead-letters `delivery`, unless (asked only with `check`) its key turns out to be parked
+    /// already: then the delivery is parked behind the letter that came first.
+    async fn set_aside(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+        check: bool,
+    ) -> Outcome {
+        let key = delivery.message.key.as_str();
+        if check && !key.is_empty() {
+            let group = &self.config.group;
+            let parked = self
+                .until_done("reading a parked key", || async {
+                    let mut conn = self.pool.acquire().await?;
+                    park::any_parked(&mut conn, group, &[key]).await
+                })
+                .await;
+            if parked {
+                return self.park(delivery).await;
+            }
+        }
+        self.dead_letter(delivery, reason, attempts).await
     }
 
     /// Publishes the delivery, untouched, to the dead-letter topic with why and where from, and
@@ -775,6 +839,15 @@ impl<H: Handler> Consumer<H> {
         self.bus.ensure_topics(std::slice::from_ref(&spec)).await?;
         self.bus.publish(vec![message.clone()]).await
     }
+}
+
+/// Why [`Consumer::apply`] applied nothing.
+enum Unapplied {
+    /// A key among the events is parked (checked only when asked).
+    Parked,
+    /// The handler or the database failed on the event at this index; those before it went
+    /// fine.
+    Failed(usize, HandlerError),
 }
 
 /// How many dead letters `topic` has, as its dead-letter topic's broker counts them.

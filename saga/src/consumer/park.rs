@@ -133,6 +133,48 @@ pub(super) fn released(letter: &Delivery, action: Action) -> Message {
     message
 }
 
+/// What a batch knows of its keys' parks. Parks are rare, so none is read until one is met:
+/// until then ([`Parks::Unread`]), each transaction checks the keys of its events in the
+/// statement that records them in the inbox, and applies nothing if one is parked. Then every
+/// park among the batch's keys is read ([`Parks::Read`]), and the batch goes on around them.
+#[derive(Debug)]
+pub(super) enum Parks {
+    Unread,
+    Read(HashMap<String, Origin>),
+}
+
+impl Parks {
+    /// Whether a transaction must check its keys itself.
+    pub fn unread(&self) -> bool {
+        matches!(self, Parks::Unread)
+    }
+
+    /// The origin of the dead letter `key` is parked behind, as far as is read.
+    pub fn get(&self, key: &str) -> Option<&Origin> {
+        match self {
+            Parks::Unread => None,
+            Parks::Read(parked) => parked.get(key),
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Notes a park just made; unread, the database has it for the next check.
+    pub fn insert(&mut self, key: &str, origin: Origin) {
+        if let Parks::Read(parked) = self {
+            parked.insert(key.to_owned(), origin);
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        if let Parks::Read(parked) = self {
+            parked.remove(key);
+        }
+    }
+}
+
 /// The parks of `consumer` among `keys`: each key's dead letter's origin.
 pub(super) async fn parked_among(
     pool: &PgPool,
@@ -160,6 +202,21 @@ pub(super) async fn parked_among(
             )
         })
         .collect())
+}
+
+/// Whether `consumer` has parked any of `keys`.
+pub(super) async fn any_parked(
+    conn: &mut sqlx::PgConnection,
+    consumer: &str,
+    keys: &[&str],
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE consumer = $1 AND key = ANY($2))",
+    )
+    .bind(consumer)
+    .bind(keys)
+    .fetch_one(conn)
+    .await
 }
 
 /// Parks `key` behind the dead letter from `origin`, in place of any earlier park of it; if the
