@@ -61,7 +61,7 @@ pub struct Entry {
     pub event_id: Uuid,
     pub event_type: String,
     pub topic: String,
-    /// The service that wrote it: `orders`, `inventory` or `notifications`.
+    /// The service that wrote it: `orders`, `inventory`, `payments` or `notifications`.
     pub producer: String,
     pub occurred_at: DateTime<Utc>,
     /// The saga: the id of its first event.
