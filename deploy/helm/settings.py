@@ -50,6 +50,9 @@ from dataclasses import dataclass
 
 import yaml
 
+# The rules check beside this file: the same way of naming objects and reading settings.
+from check import get_path, ident
+
 # Each binary and the section of the settings it reads (the section its main.rs names).
 SECTIONS = {
     "oms-gateway": "gateway",
@@ -75,10 +78,6 @@ class Failure:
         if self.detail:
             text += "\n" + "\n".join(f"    {line}" for line in self.detail.rstrip().splitlines())
         return text
-
-
-def ident(doc: dict) -> str:
-    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
 def pod_spec(doc: dict) -> dict:
@@ -161,14 +160,6 @@ def settings_file(doc: dict, container: dict, path: str, config_maps: dict) -> s
     return None
 
 
-def dig(tree: dict, path: str):
-    for part in path.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
 def check_container(doc, container, binary, bin_dir, bus, secrets, config_maps):
     """(a line saying what passed, or None; the failures) for one container."""
     obj = ident(doc)
@@ -220,7 +211,7 @@ def check_container(doc, container, binary, bin_dir, bus, secrets, config_maps):
         if dumped.get("listen") != want:
             failures.append(Failure("listen", obj, f"{binary} listens on {dumped.get('listen')}, not {want}: it did not read its [{section}] section of OMS_CONFIG"))
         said.append(f"listen {want}")
-        kind = dig(dumped, "bus.kind")
+        kind = get_path(dumped, "bus.kind")
         if kind is not None:
             if kind != bus:
                 failures.append(Failure("bus", obj, f"{binary} runs on bus.kind {kind}, not {bus}"))
