@@ -729,9 +729,10 @@ impl<H: Handler> Consumer<H> {
         let group = &self.config.group;
         let (parked, inserted) = if self.handler.deduplicates() {
             let parked = check
-                && park::any_parked(&mut tx, group, &keys)
+                && !park::parked_among(&mut *tx, group, &keys)
                     .await
-                    .map_err(at_start)?;
+                    .map_err(at_start)?
+                    .is_empty();
             (parked, ids)
         } else {
             // Nothing is recorded when a key is parked.
@@ -788,16 +789,14 @@ impl<H: Handler> Consumer<H> {
         attempts: u32,
         check: bool,
     ) -> Outcome {
-        let key = delivery.message.key.as_str();
-        if check && !key.is_empty() {
-            let group = &self.config.group;
+        if check && !delivery.message.key.is_empty() {
+            let (group, keys) = (&self.config.group, [delivery.message.key.as_str()]);
             let parked = self
-                .until_done("reading a parked key", || async {
-                    let mut conn = self.pool.acquire().await?;
-                    park::any_parked(&mut conn, group, &[key]).await
+                .until_done("reading a parked key", || {
+                    park::parked_among(&self.pool, group, &keys)
                 })
                 .await;
-            if parked {
+            if !parked.is_empty() {
                 return self.park(delivery).await;
             }
         }

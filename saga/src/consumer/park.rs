@@ -175,9 +175,10 @@ impl Parks {
     }
 }
 
-/// The parks of `consumer` among `keys`: each key's dead letter's origin.
+/// The parks of `consumer` among `keys`: each key's dead letter's origin. Read on the pool, or
+/// inside a transaction that must know them before it writes.
 pub(super) async fn parked_among(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     consumer: &str,
     keys: &[&str],
 ) -> sqlx::Result<HashMap<String, Origin>> {
@@ -187,7 +188,7 @@ pub(super) async fn parked_among(
     )
     .bind(consumer)
     .bind(keys)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
@@ -202,21 +203,6 @@ pub(super) async fn parked_among(
             )
         })
         .collect())
-}
-
-/// Whether `consumer` has parked any of `keys`.
-pub(super) async fn any_parked(
-    conn: &mut sqlx::PgConnection,
-    consumer: &str,
-    keys: &[&str],
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE consumer = $1 AND key = ANY($2))",
-    )
-    .bind(consumer)
-    .bind(keys)
-    .fetch_one(conn)
-    .await
 }
 
 /// Parks `key` behind the dead letter from `origin`, in place of any earlier park of it; if the
