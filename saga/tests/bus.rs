@@ -196,6 +196,79 @@ async fn a_groups_members_share_its_partitions_and_each_message_goes_to_one() {
     }
 }
 
+/// A member holds one unacked delivery of each partition when a second member joins and takes
+/// some of them. The first member's acks of what it held then all succeed, and the ones of the
+/// partitions it lost were for nothing: the second member receives those deliveries again. (A
+/// Kafka consumer refuses to store an offset of a partition it no longer holds; an ack retried
+/// on that refusal waits forever, for a rebalance that needs the consumer to poll.)
+#[tokio::test]
+async fn an_ack_after_its_partition_went_to_another_member_succeeds_and_the_delivery_comes_again() {
+    const PARTITIONS: usize = 4;
+    let (_, bus) = testing::shared_bus().await;
+    let topic = testing::topic(bus.as_ref(), "contract", PARTITIONS as i32).await;
+    let group = testing::unique("group");
+    bus.publish(
+        (0..32)
+            .map(|n| message(&topic, &format!("key-{n}"), 0))
+            .collect(),
+    )
+    .await
+    .expect("publish");
+    let subscribe = || async {
+        bus.subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .expect("subscribe")
+    };
+
+    let mut first = subscribe().await;
+    let mut held: HashMap<i32, Delivery> = HashMap::new();
+    while held.len() < PARTITIONS {
+        let delivery = next(&mut first).await;
+        held.entry(delivery.partition).or_insert(delivery);
+    }
+
+    // The second member reports the first delivery of each partition it is given.
+    let mut second = subscribe().await;
+    let (sender, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while let Ok(delivery) = second.next().await {
+            if seen.insert(delivery.partition) && sender.send(delivery).is_err() {
+                break;
+            }
+        }
+    });
+    // The first member keeps polling, as a consume loop does, so that it takes part in the
+    // handover; what it is delivered meanwhile is left unacked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut again = Vec::new();
+    while again.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second member was given a partition within 60 s"
+        );
+        let _ = timeout(Duration::from_millis(200), first.next()).await;
+        while let Ok(delivery) = taken.try_recv() {
+            again.push(delivery);
+        }
+    }
+    for delivery in held.values() {
+        first
+            .ack(delivery)
+            .await
+            .expect("an ack succeeds whoever holds the partition now");
+    }
+    for delivery in &again {
+        let was = &held[&delivery.partition];
+        assert_eq!(
+            (delivery.offset, &delivery.message),
+            (was.offset, &was.message),
+            "a lost partition's held delivery comes again to its new reader"
+        );
+    }
+    reader.abort();
+}
+
 fn round_of(message: &Message) -> usize {
     let payload = std::str::from_utf8(&message.payload).expect("utf-8");
     payload

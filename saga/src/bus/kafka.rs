@@ -499,9 +499,18 @@ impl Subscription for KafkaSubscription {
             Offset::Offset(delivery.offset + 1),
         )
         .map_err(bus_err("ack"))?;
-        self.consumer()
-            .store_offsets(&list)
-            .map_err(bus_err("store offset"))
+        match self.consumer().store_offsets(&list) {
+            // The partition went to another member in a rebalance since this delivery came
+            // (librdkafka refuses to store offsets of a partition it no longer holds): the new
+            // owner delivers it again, from the group's last commit, and finds it handled.
+            // Retrying would wait for an assignment that only polling this consumer brings.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                tracing::debug!(topic = %delivery.message.topic, partition = delivery.partition,
+                    offset = delivery.offset, "acked a delivery of a partition no longer held");
+                Ok(())
+            }
+            stored => stored.map_err(bus_err("store offset")),
+        }
     }
 
     async fn close(mut self: Box<Self>) {

@@ -140,7 +140,9 @@ pub trait Subscription: Send {
     /// Waits for the next message.
     async fn next(&mut self) -> Result<Delivery>;
 
-    /// Marks `delivery`, and everything before it on its partition, as done for the group.
+    /// Marks `delivery`, and everything before it on its partition, as done for the group. If
+    /// the partition has gone to another member since, this does nothing and is no error: the
+    /// partition's next reader receives the delivery again.
     async fn ack(&mut self, delivery: &Delivery) -> Result<()>;
 
     /// Leaves the group, handing on what was acked, and waits a few seconds at most for the
