@@ -18,6 +18,7 @@ rule that spans objects, which is what this does:
   resources            a container lacks CPU and memory requests or a memory limit
   worker-scaledobject  a saga worker has no ScaledObject on its group and topics (on Kafka)
   partitions           a ScaledObject may scale past the partitions of a topic its worker reads
+                       (each replica is as many members as its consumer.lanes)
   autoscaled-replicas  an autoscaled Deployment sets replicas (an upgrade would reset them)
   hpa                  the gateway or the API has no HPA on CPU
   migrate-at-start     a Deployment's container runs `migrate`
@@ -485,6 +486,12 @@ def worker_topics(config: dict, worker: str) -> tuple[str | None, list[str]]:
     return consumer.get("group"), list(consumer.get("topics") or [])
 
 
+def lanes_of(config: dict, worker: str) -> int | None:
+    """The members of its group each replica of `worker` runs, as its settings write them out."""
+    lanes = get_path(config, f"{worker}.consumer.lanes")
+    return lanes if isinstance(lanes, int) and not isinstance(lanes, bool) and lanes >= 1 else None
+
+
 def partitions_of(r: Rendering, config: dict, topic: str) -> int | None:
     """A topic's partitions: its KafkaTopic's, or else what the services create it with."""
     for doc in r.kind("KafkaTopic"):
@@ -544,13 +551,17 @@ def check_scaling(r: Rendering, config: dict) -> None:
             if got != want:
                 r.fail("worker-scaledobject", ident(so),
                        f"its NATS JetStream triggers miss or add consumers: want {len(want)} (each partition's {group}-p<n>), got {len(got)}")
+        lanes = lanes_of(config, worker)
+        if lanes is None:
+            r.fail("partitions", ident(so), f"{worker}'s consumer.lanes is not written out as a count")
+            lanes = 1
         for topic in topics:
             partitions = partitions_of(r, config, topic)
             if partitions is None:
                 r.fail("partitions", ident(so), f"{worker} reads {topic}, whose partition count is nowhere")
-            elif high > partitions:
+            elif high * lanes > partitions:
                 r.fail("partitions", ident(so),
-                       f"maxReplicaCount {high} exceeds the {partitions} partitions of {topic}: the replicas beyond them would sit idle")
+                       f"maxReplicaCount {high} × {lanes} lanes exceeds the {partitions} partitions of {topic}: the members beyond them would sit idle")
     for component in ("gateway", "api"):
         doc = deployments.get(component)
         if doc is None:
@@ -621,7 +632,8 @@ def check_kafka(r: Rendering, config: dict, profile: str) -> None:
                            if d["metadata"]["name"] == (so["spec"].get("scaleTargetRef") or {}).get("name")), None)
             if worker:
                 for topic in worker_topics(config, worker)[1]:
-                    needed[topic] = max(needed.get(topic, 0), as_int(so["spec"].get("maxReplicaCount", 100)))
+                    members = as_int(so["spec"].get("maxReplicaCount", 100)) * (lanes_of(config, worker) or 1)
+                    needed[topic] = max(needed.get(topic, 0), members)
         for topic, (section, setting) in PARTITION_SETTINGS.items():
             doc = topics.get(topic)
             if doc is None:
@@ -630,7 +642,7 @@ def check_kafka(r: Rendering, config: dict, profile: str) -> None:
             partitions = as_int(doc["spec"].get("partitions"))
             if partitions < needed.get(topic, 1):
                 r.fail("kafka-topics", ident(doc),
-                       f"has {partitions} partitions, fewer than the {needed[topic]} replicas its groups may scale to")
+                       f"has {partitions} partitions, fewer than the {needed[topic]} members its groups may scale to")
             created = get_path(config, f"{section}.{setting}")
             if created is not None and as_int(created) != partitions:
                 r.fail("kafka-topics", ident(doc), f"has {partitions} partitions, the services create it with {created}")
@@ -821,6 +833,14 @@ def mutations():
     def too_many_replicas(docs):
         find(docs, "ScaledObject", "notifications")["spec"]["maxReplicaCount"] = 12
 
+    def more_lanes(docs):
+        cm = config_map(docs)
+        text = cm["data"]["oms.toml"]
+        section = text.index("[payments]\n")
+        at = text.index("consumer.lanes = ", section)
+        end = text.index("\n", at)
+        cm["data"]["oms.toml"] = text[:at] + "consumer.lanes = 4" + text[end:]
+
     def wrong_group(docs):
         find(docs, "ScaledObject", "status")["spec"]["triggers"][0]["metadata"]["consumerGroup"] = "status"
 
@@ -935,6 +955,7 @@ def mutations():
         ("the payments worker without a ScaledObject", "worker-scaledobject", drop_scaledobject),
         ("the status worker scaled on another group", "worker-scaledobject", wrong_group),
         ("the notifications worker scaled past its partitions", "partitions", too_many_replicas),
+        ("the payments worker's lanes raised past its partitions", "partitions", more_lanes),
         ("replicas on a Deployment KEDA scales", "autoscaled-replicas", replicas_under_keda),
         ("the gateway without its HPA", "hpa", drop_hpa),
         ("`migrate` in the API's command", "migrate-at-start", migrate_in_command),

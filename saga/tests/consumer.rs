@@ -28,7 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders"
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Task {
     key: String,
-    /// "ok", "reject" (until `accept_rejected` is set), or "flaky" (fails transiently twice).
+    /// "ok", "reject" (until `accept_rejected` is set), "flaky" (fails transiently twice), or
+    /// "slow" (takes 20 ms, as a call to a provider would).
     mode: String,
 }
 
@@ -45,6 +46,9 @@ impl Event for Task {
 struct Recorder {
     flaky_failures: AtomicUsize,
     accept_rejected: std::sync::atomic::AtomicBool,
+    /// Slow tasks being handled now, and the most there ever were at once.
+    slow_now: AtomicUsize,
+    slow_at_once: AtomicUsize,
 }
 
 #[async_trait]
@@ -63,6 +67,12 @@ impl Handler for Recorder {
             }
             "flaky" if self.flaky_failures.fetch_add(1, Ordering::SeqCst) < 2 => {
                 return Err(HandlerError::Transient("the database blinked".into()));
+            }
+            "slow" => {
+                let now = self.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.slow_at_once.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.slow_now.fetch_sub(1, Ordering::SeqCst);
             }
             _ => {}
         }
@@ -116,6 +126,16 @@ impl Fixture {
         CancellationToken,
         tokio::task::JoinHandle<oms_saga::Result<()>>,
     ) {
+        self.start_lanes(1)
+    }
+
+    fn start_lanes(
+        &self,
+        lanes: usize,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<oms_saga::Result<()>>,
+    ) {
         let config = ConsumerConfig {
             group: self.group.clone(),
             topics: vec![self.topic.clone()],
@@ -124,6 +144,7 @@ impl Fixture {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
             batch_size: 100,
+            lanes,
             ..ConsumerConfig::default()
         };
         let consumer = Consumer::new(
@@ -423,6 +444,49 @@ async fn garbage_behind_a_parked_key_is_parked_and_dead_lettered_only_once_relea
     assert_eq!(fx.applied().await, ["y/1", "x/2"]);
     stop.cancel();
     task.await.expect("join").expect("consumer");
+}
+
+/// A consumer of two lanes is two members of its group: each takes a partition, and a slow event
+/// in one does not wait for the other's. Each key's events are still applied once and in order.
+#[tokio::test]
+async fn two_lanes_handle_two_partitions_at_once_and_each_key_in_order() {
+    let fx = Fixture::new().await;
+    let (stop, task) = fx.start_lanes(2);
+    // Slow events on many keys, both partitions, a round at a time until both lanes were busy at
+    // once: joining a group takes a broker some time.
+    let mut published = Vec::new();
+    for round in 0..100 {
+        let tasks: Vec<EventRecord> = (0..8)
+            .map(|k| fx.task(&format!("k{k}/{round:03}"), "slow"))
+            .collect();
+        fx.publish(&tasks.iter().collect::<Vec<_>>()).await;
+        published.extend(tasks.iter().map(|t| {
+            t.payload_as::<Task>()
+                .expect("a task")
+                .expect("decodes")
+                .key
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if fx.recorder.slow_at_once.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        fx.recorder.slow_at_once.load(Ordering::SeqCst),
+        2,
+        "both lanes handled an event at once, and no more than two did"
+    );
+    published.sort();
+    let expected: Vec<&str> = published.iter().map(String::as_str).collect();
+    fx.wait_for_effects(&expected).await;
+    stop.cancel();
+    task.await.expect("join").expect("consumer");
+    let applied = fx.applied().await;
+    for k in 0..8 {
+        let prefix = format!("k{k}/");
+        let mine: Vec<&String> = applied.iter().filter(|a| a.starts_with(&prefix)).collect();
+        assert!(mine.is_sorted(), "key k{k} applied in order: {mine:?}");
+    }
 }
 
 #[tokio::test]

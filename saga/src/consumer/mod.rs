@@ -177,6 +177,11 @@ pub struct ConsumerConfig {
     pub max_backoff: Duration,
     /// The most deliveries applied in one transaction; 1 applies each on its own.
     pub batch_size: usize,
+    /// Members of the group this consumer runs, each with its share of the partitions and its
+    /// own transactions: while one waits (on a provider, a commit), the others go on. Per-key
+    /// order holds, since a partition is one member's at a time. More lanes than partitions
+    /// leave the extra ones idle.
+    pub lanes: usize,
     /// How long the inbox remembers a handled event's id. A message can be delivered again only
     /// while the broker keeps it, so this must be at least the bus's retention (the consumer
     /// refuses to start otherwise); older records are deleted in the background.
@@ -194,6 +199,7 @@ impl Default for ConsumerConfig {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             batch_size: 100,
+            lanes: 1,
             // The bus keeps messages 7 days (8 at most on Kafka, whose segments roll daily).
             inbox_keep: Duration::from_secs(8 * 24 * 3600),
         }
@@ -325,7 +331,24 @@ impl<H: Handler> Consumer<H> {
         crate::retention::alongside(self.pruning(), self.consume(shutdown)).await
     }
 
+    /// Runs the [`ConsumerConfig::lanes`] until `shutdown` resolves.
     async fn consume(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let lanes = futures::future::try_join_all(
+            (0..self.config.lanes.max(1)).map(|_| self.lane(stop.cancelled())),
+        );
+        tokio::pin!(shutdown, lanes);
+        tokio::select! {
+            _ = &mut shutdown => {
+                stop.cancel();
+                lanes.await.map(drop)
+            }
+            ended = &mut lanes => ended.map(drop),
+        }
+    }
+
+    /// One member of the group: takes deliveries in batches and processes each batch.
+    async fn lane(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
         let mut subscription = self
             .bus

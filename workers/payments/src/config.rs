@@ -43,6 +43,9 @@ impl Default for PaymentsConfig {
             consumer: ConsumerConfig {
                 group: "payments".into(),
                 topics: vec![ORDERS_TOPIC.into()],
+                // Each order waits on two calls to the provider: three lanes wait at once, and
+                // share the orders topic's six partitions evenly.
+                lanes: 3,
                 ..ConsumerConfig::default()
             },
             topic: PAYMENTS_TOPIC.into(),

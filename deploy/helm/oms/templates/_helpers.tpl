@@ -202,13 +202,23 @@ key: url
 {{- $bound }}
 {{- end }}
 
-{{/* A worker's maxReplicas: its value, bounded by its topics' partitions. */}}
+{{/* A worker's lanes: the members of its consumer group each replica runs. */}}
+{{- define "oms.lanes" -}}
+{{- int (index .root.Values .name "lanes") }}
+{{- end }}
+
+{{/* A worker's maxReplicas: its value, bounded by its topics' partitions over its lanes. */}}
 {{- define "oms.workerMax" -}}
 {{- $values := index .root.Values .name }}
-{{- $bound := int (include "oms.partitionBound" (dict "root" .root "topics" .component.reads)) }}
+{{- $partitions := int (include "oms.partitionBound" (dict "root" .root "topics" .component.reads)) }}
+{{- $lanes := int (include "oms.lanes" .) }}
+{{- $bound := div $partitions $lanes }}
+{{- if lt $bound 1 }}
+{{- fail (printf "%s.lanes (%d) exceeds the partitions of the topics it reads (%d): its lanes beyond them would sit idle" .name $lanes $partitions) }}
+{{- end }}
 {{- if $values.maxReplicas }}
 {{- if gt (int $values.maxReplicas) $bound }}
-{{- fail (printf "%s.maxReplicas (%d) exceeds the partitions of the topics it reads (%d): the replicas beyond them would sit idle; raise topics.<topic>.partitions" .name (int $values.maxReplicas) $bound) }}
+{{- fail (printf "%s.maxReplicas (%d) × lanes (%d) exceeds the partitions of the topics it reads (%d): the members beyond them would sit idle; raise topics.<topic>.partitions" .name (int $values.maxReplicas) $lanes $partitions) }}
 {{- end }}
 {{- int $values.maxReplicas }}
 {{- else }}
