@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use oms_saga::{
-    bus::{Delivery, Headers, Message, Subscription},
+    bus::{Delivery, EventBus, Headers, Message, Subscription},
     testing,
 };
 use tokio::time::timeout;
@@ -23,6 +23,13 @@ fn message(topic: &str, key: &str, n: usize) -> Message {
         payload: format!("{key}:{n}").into_bytes(),
         headers,
     }
+}
+
+/// A new member of `group` on `topic`.
+async fn member(bus: &dyn EventBus, group: &str, topic: &str) -> Box<dyn Subscription> {
+    bus.subscribe(group, &[topic.to_owned()])
+        .await
+        .expect("subscribe")
 }
 
 async fn next(subscription: &mut Box<dyn Subscription>) -> Delivery {
@@ -52,10 +59,7 @@ async fn a_keys_messages_arrive_in_order_with_their_headers() {
         "the broker keeps every message it acknowledged, and says so"
     );
 
-    let mut subscription = bus
-        .subscribe(&testing::unique("group"), std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe");
+    let mut subscription = member(bus.as_ref(), &testing::unique("group"), &topic).await;
     let mut seen: HashMap<String, Vec<Message>> = HashMap::new();
     for _ in 0..messages.len() {
         let delivery = next(&mut subscription).await;
@@ -82,18 +86,13 @@ async fn what_is_not_acked_comes_again_and_what_is_acked_does_not() {
     bus.publish((0..3).map(|n| message(&topic, "k", n)).collect())
         .await
         .expect("publish");
-    let subscribe = || async {
-        bus.subscribe(&group, std::slice::from_ref(&topic))
-            .await
-            .expect("subscribe")
-    };
 
     // A member that stops without acking: the next member gets the same message.
-    let mut first = subscribe().await;
+    let mut first = member(bus.as_ref(), &group, &topic).await;
     let unacked = next(&mut first).await;
     assert_eq!(unacked.message.payload, b"k:0");
     drop(first);
-    let mut second = subscribe().await;
+    let mut second = member(bus.as_ref(), &group, &topic).await;
     let again = next(&mut second).await;
     assert_eq!(
         (again.partition, again.offset),
@@ -107,7 +106,7 @@ async fn what_is_not_acked_comes_again_and_what_is_acked_does_not() {
     assert_eq!(after.message.payload, b"k:1");
     second.ack(&after).await.expect("ack");
     drop(second);
-    let mut third = subscribe().await;
+    let mut third = member(bus.as_ref(), &group, &topic).await;
     assert_eq!(next(&mut third).await.message.payload, b"k:2");
 }
 
@@ -117,12 +116,8 @@ async fn a_groups_members_share_its_partitions_and_each_message_goes_to_one() {
     let topic = testing::topic(bus.as_ref(), "contract", 4).await;
     let group = testing::unique("group");
     let members: Vec<Box<dyn Subscription>> = vec![
-        bus.subscribe(&group, std::slice::from_ref(&topic))
-            .await
-            .expect("subscribe"),
-        bus.subscribe(&group, std::slice::from_ref(&topic))
-            .await
-            .expect("subscribe"),
+        member(bus.as_ref(), &group, &topic).await,
+        member(bus.as_ref(), &group, &topic).await,
     ];
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
     let readers: Vec<_> = members
@@ -214,13 +209,8 @@ async fn an_ack_after_its_partition_went_to_another_member_succeeds_and_the_deli
     )
     .await
     .expect("publish");
-    let subscribe = || async {
-        bus.subscribe(&group, std::slice::from_ref(&topic))
-            .await
-            .expect("subscribe")
-    };
 
-    let mut first = subscribe().await;
+    let mut first = member(bus.as_ref(), &group, &topic).await;
     let mut held: HashMap<i32, Delivery> = HashMap::new();
     while held.len() < PARTITIONS {
         let delivery = next(&mut first).await;
@@ -228,7 +218,7 @@ async fn an_ack_after_its_partition_went_to_another_member_succeeds_and_the_deli
     }
 
     // The second member reports the first delivery of each partition it is given.
-    let mut second = subscribe().await;
+    let mut second = member(bus.as_ref(), &group, &topic).await;
     let (sender, mut taken) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
         let mut seen = std::collections::HashSet::new();
@@ -291,10 +281,7 @@ async fn browsing_reads_everything_and_moves_no_group() {
     let browsed = testing::consume(bus.as_ref(), &topic, sent.len(), Duration::from_secs(30)).await;
     assert_eq!(browsed.len(), sent.len());
     // A group that starts after the browse still starts from the first message.
-    let mut subscription = bus
-        .subscribe(&group, std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe");
+    let mut subscription = member(bus.as_ref(), &group, &topic).await;
     let mut payloads = Vec::new();
     for _ in 0..sent.len() {
         let delivery = next(&mut subscription).await;
@@ -323,10 +310,7 @@ async fn a_subscription_closes_or_is_dropped_promptly_while_the_broker_hangs() {
     // to hand on.
     let mut members = Vec::new();
     for _ in 0..2 {
-        let mut member = bus
-            .subscribe(&testing::unique("group"), std::slice::from_ref(&topic))
-            .await
-            .expect("subscribe");
+        let mut member = member(bus.as_ref(), &testing::unique("group"), &topic).await;
         let delivery = next(&mut member).await;
         member.ack(&delivery).await.expect("ack");
         members.push(member);
@@ -362,10 +346,7 @@ async fn a_broker_killed_and_restarted_has_lost_nothing_it_acknowledged() {
         .collect();
     bus.publish(sent.clone()).await.expect("publish");
 
-    let mut member = bus
-        .subscribe(&group, std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe");
+    let mut member = member(bus.as_ref(), &group, &topic).await;
     let mut acked = Vec::new();
     for _ in 0..sent.len() / 2 {
         let delivery = next(&mut member).await;
@@ -438,7 +419,7 @@ async fn a_redelivered_message_never_overtakes_a_later_one_of_its_key() {
         .await
         .expect("publish");
 
-    let mut member = std::process::Command::new(std::env::current_exe().expect("test binary"))
+    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "a_member_killed_while_it_holds_messages",
             "--exact",
@@ -450,7 +431,7 @@ async fn a_redelivered_message_never_overtakes_a_later_one_of_its_key() {
         .spawn()
         .expect("the member's process");
     let holding = tokio::task::spawn_blocking({
-        let stdout = member.stdout.take().expect("stdout");
+        let stdout = process.stdout.take().expect("stdout");
         move || {
             use std::io::BufRead;
             std::io::BufReader::new(stdout)
@@ -461,8 +442,8 @@ async fn a_redelivered_message_never_overtakes_a_later_one_of_its_key() {
         }
     });
     let held = timeout(Duration::from_secs(60), holding).await;
-    member.kill().expect("kill the member");
-    member.wait().expect("reap the member");
+    process.kill().expect("kill the member");
+    process.wait().expect("reap the member");
     assert!(
         matches!(held, Ok(Ok(true))),
         "the member took its messages within 60 s"
@@ -471,10 +452,7 @@ async fn a_redelivered_message_never_overtakes_a_later_one_of_its_key() {
         .await
         .expect("publish the later ones");
 
-    let mut next_member = bus
-        .subscribe(&group, std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe");
+    let mut next_member = member(bus.as_ref(), &group, &topic).await;
     let mut received = Vec::new();
     while received.last() != Some(&29) {
         let delivery = next(&mut next_member).await;
@@ -498,14 +476,11 @@ async fn a_member_killed_while_it_holds_messages() {
     let of = std::env::var("OMS_TEST_MEMBER_OF").expect("OMS_TEST_MEMBER_OF=<group>/<topic>");
     let (group, topic) = of.split_once('/').expect("<group>/<topic>");
     let (_, bus) = testing::shared_bus().await;
-    let mut member = bus
-        .subscribe(group, &[topic.to_owned()])
-        .await
-        .expect("subscribe");
+    let mut holder = member(bus.as_ref(), group, topic).await;
     for n in 0..5 {
-        let delivery = next(&mut member).await;
+        let delivery = next(&mut holder).await;
         if n < 2 {
-            member.ack(&delivery).await.expect("ack");
+            holder.ack(&delivery).await.expect("ack");
         }
     }
     // The acks travel on their own; give them time to land before saying so.
