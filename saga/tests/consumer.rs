@@ -448,9 +448,13 @@ async fn garbage_behind_a_parked_key_is_parked_and_dead_lettered_only_once_relea
 
 /// A consumer of two lanes is two members of its group: each takes a partition, and a slow event
 /// in one does not wait for the other's. Each key's events are still applied once and in order.
+/// One of no lanes refuses to start.
 #[tokio::test]
 async fn two_lanes_handle_two_partitions_at_once_and_each_key_in_order() {
     let fx = Fixture::new().await;
+    let (_, none) = fx.start_lanes(0);
+    let refused = none.await.expect("join").expect_err("no lanes, no start");
+    assert!(refused.to_string().contains("lanes is 0"), "{refused}");
     let (stop, task) = fx.start_lanes(2);
     // Slow events on many keys, both partitions, a round at a time until both lanes were busy at
     // once: joining a group takes a broker some time.

@@ -313,8 +313,14 @@ impl<H: Handler> Consumer<H> {
 
     /// Consumes until `shutdown` resolves, and prunes its inbox ([`Consumer::pruning`]). Stops
     /// between batches, never inside one. Refuses to start with an inbox that would forget a
-    /// message the broker may still deliver.
+    /// message the broker may still deliver, or with no lanes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        if self.config.lanes == 0 {
+            return Err(Error::Config(format!(
+                "consumer {}: lanes is 0; it needs at least one member of its group",
+                self.config.group
+            )));
+        }
         if self.handler.deduplicates() {
             return self.consume(shutdown).await;
         }
@@ -335,7 +341,7 @@ impl<H: Handler> Consumer<H> {
     async fn consume(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let stop = tokio_util::sync::CancellationToken::new();
         let lanes = futures::future::try_join_all(
-            (0..self.config.lanes.max(1)).map(|_| self.lane(stop.cancelled())),
+            (0..self.config.lanes).map(|_| self.lane(stop.cancelled())),
         );
         tokio::pin!(shutdown, lanes);
         tokio::select! {
