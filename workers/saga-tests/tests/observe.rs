@@ -103,6 +103,26 @@ async fn prometheus_scrapes_every_service_and_sees_the_sagas_end() {
     })
     .await;
     assert!(lag >= 0.0, "{lag}");
+    // How old each event was when its consumer took it: the inventory took both orders.
+    let taken = testing::eventually(SETTLE, "the inventory's event ages", || async {
+        query(
+            &prometheus,
+            r#"sum(oms_event_age_seconds_count{consumer=~"inventory.*"})"#,
+        )
+        .await
+        .filter(|taken| *taken >= 2.0)
+    })
+    .await;
+    let age = query(
+        &prometheus,
+        r#"sum(oms_event_age_seconds_sum{consumer=~"inventory.*"})"#,
+    )
+    .await
+    .expect("an age sum");
+    assert!(
+        (0.0..SETTLE.as_secs_f64() * taken).contains(&age),
+        "{age} s over {taken} events"
+    );
     wait_for_value(&prometheus, "max(oms_outbox_backlog)", 0.0).await;
 }
 
