@@ -26,6 +26,12 @@ pub mod header {
     pub const TRACEPARENT: &str = "traceparent";
 }
 
+/// When the event that `headers` travel with happened, if they say so validly.
+pub fn occurred_at(headers: &Headers) -> Option<DateTime<Utc>> {
+    let text = headers.get_str(header::OCCURRED_AT)?;
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+}
+
 /// Whether `text` is a product code: 1 to 64 letters, digits, `-`, `_` or `.`.
 pub fn is_product_id(text: &str) -> bool {
     (1..=64).contains(&text.len())
@@ -198,11 +204,8 @@ impl EventRecord {
             .get_str(header::EVENT_TYPE)
             .ok_or_else(|| fail("no event-type header".into()))?
             .to_owned();
-        let occurred_at = headers
-            .get_str(header::OCCURRED_AT)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| fail("no valid occurred-at header".into()))?;
+        let occurred_at =
+            self::occurred_at(headers).ok_or_else(|| fail("no valid occurred-at header".into()))?;
         let payload = codec
             .decode(&event_type, &delivery.message.payload)
             .await

@@ -219,9 +219,8 @@ fn event_type(delivery: &Delivery) -> &str {
 /// time its relay, the broker and this consumer's earlier work took before it was taken up.
 /// Where the saga's time goes, when read beside `oms_event_handling_seconds`.
 fn age(delivery: &Delivery, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
-    let occurred = delivery.message.headers.get_str(header::OCCURRED_AT)?;
-    let occurred = chrono::DateTime::parse_from_rfc3339(occurred).ok()?;
-    Some((now - occurred.to_utc()).num_microseconds()?.max(0) as f64 / 1e6)
+    let occurred = crate::event::occurred_at(&delivery.message.headers)?;
+    Some((now - occurred).num_microseconds()?.max(0) as f64 / 1e6)
 }
 
 /// What became of one delivery.
