@@ -32,6 +32,14 @@ pub fn occurred_at(headers: &Headers) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
 }
 
+/// How long before `now` an event that happened at `occurred_at` is, in seconds; 0 for one
+/// stamped ahead of this clock.
+pub fn age_seconds(occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - occurred_at)
+        .to_std()
+        .map_or(0.0, |age| age.as_secs_f64())
+}
+
 /// Whether `text` is a product code: 1 to 64 letters, digits, `-`, `_` or `.`.
 pub fn is_product_id(text: &str) -> bool {
     (1..=64).contains(&text.len())
@@ -768,6 +776,20 @@ impl Event for NotificationSent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_age_counts_from_its_stamp_and_one_stamped_ahead_is_new() {
+        let now = DateTime::parse_from_rfc3339("2026-12-08T10:00:01.250Z")
+            .expect("time")
+            .to_utc();
+        let mut headers = Headers::default();
+        headers.insert(header::OCCURRED_AT, "2026-12-08T10:00:00.000Z".to_owned());
+        let occurred = occurred_at(&headers).expect("a valid stamp");
+        assert_eq!(age_seconds(occurred, now), 1.25);
+        assert_eq!(age_seconds(now, occurred), 0.0);
+        headers.insert(header::OCCURRED_AT, "yesterday".to_owned());
+        assert_eq!(occurred_at(&headers), None);
+    }
 
     #[test]
     fn only_well_formed_trace_contexts_are_carried() {

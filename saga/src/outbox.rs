@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::{
     Result,
     bus::{EventBus, TopicSpec},
-    event::{Codec, EventRecord},
+    event::{self, Codec, EventRecord},
     plan::PlannedPerCall,
     retention::Prune,
     schedule::Wake,
@@ -308,9 +308,7 @@ impl Relay {
         .planned_per_call()
         .fetch_one(&self.pool)
         .await?;
-        let age = oldest.map_or(0.0, |oldest| {
-            (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
-        });
+        let age = oldest.map_or(0.0, |oldest| event::age_seconds(oldest, Utc::now()));
         metrics::gauge!("oms_outbox_backlog").set(waiting as f64);
         metrics::gauge!("oms_outbox_oldest_age_seconds").set(age);
         Ok(())
@@ -386,8 +384,8 @@ impl Relay {
         tx.commit().await?;
         metrics::counter!("oms_outbox_published_total").increment(ids.len() as u64);
         if let Some(oldest) = oldest {
-            let age = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!("oms_outbox_publish_delay_seconds").record(age);
+            metrics::histogram!("oms_outbox_publish_delay_seconds")
+                .record(event::age_seconds(oldest, Utc::now()));
         }
         Ok(Relayed::Published(ids.len()))
     }

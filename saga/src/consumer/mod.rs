@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::{
     Error, Result,
     bus::{Delivery, EventBus, Message, Subscription},
-    event::{Codec, Event, EventRecord, header},
+    event::{self, Codec, Event, EventRecord, header},
     schedule::Wake,
     trace::{Span, Tracer},
 };
@@ -213,14 +213,6 @@ fn event_type(delivery: &Delivery) -> &str {
         .headers
         .get_str(header::EVENT_TYPE)
         .unwrap_or("unknown")
-}
-
-/// How long ago, in seconds, the delivery's event happened (committed with its change): the
-/// time its relay, the broker and this consumer's earlier work took before it was taken up.
-/// Where the saga's time goes, when read beside `oms_event_handling_seconds`.
-fn age(delivery: &Delivery, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
-    let occurred = crate::event::occurred_at(&delivery.message.headers)?;
-    Some((now - occurred).num_microseconds()?.max(0) as f64 / 1e6)
 }
 
 /// What became of one delivery.
@@ -411,11 +403,17 @@ impl<H: Handler> Consumer<H> {
         let mut spans: Vec<Span> = batch.iter().map(|d| self.span(d)).collect();
         metrics::histogram!("oms_consumer_batch_size", "consumer" => self.config.group.clone())
             .record(batch.len() as f64);
+        // How long ago each event happened (committed with its change): what its relay, the
+        // broker and this consumer's earlier work took before it was taken up. Beside
+        // `oms_event_handling_seconds`, where the saga's time goes.
         let ages =
             metrics::histogram!("oms_event_age_seconds", "consumer" => self.config.group.clone());
         let now = chrono::Utc::now();
-        for age in batch.iter().filter_map(|d| age(d, now)) {
-            ages.record(age);
+        for occurred in batch
+            .iter()
+            .filter_map(|d| event::occurred_at(&d.message.headers))
+        {
+            ages.record(event::age_seconds(occurred, now));
         }
         let mut parks = Parks::Unread;
         let mut done = 0;
